@@ -1,0 +1,199 @@
+"""Settings: one frozen object built from the environment and validated at start."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from paysvc.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///./payment_service.db"
+
+Getter = Callable[[str], str | None]
+N = TypeVar("N", int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    jwt_secret_key: str
+    jwt_issuer: str | None
+    jwt_audience: str | None
+    auth_mode: str
+    auth_service_url: str
+    order_service_url: str
+    notification_service_url: str | None
+    payment_gateways: tuple[str, ...]
+    stripe_secret_key: str | None
+    stripe_webhook_secrets: tuple[str, ...]
+    stripe_api_base: str | None
+    encryption_key: bytes
+    encryption_keys_retired: tuple[bytes, ...]
+    pci_compliance_mode: str
+    host: str
+    port: int
+    tls_cert_file: str | None
+    tls_key_file: str | None
+    rate_limit_per_second: float
+    rate_limit_burst: int
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() else None
+
+        database_url = get("DATABASE_URL") or DEFAULT_DATABASE_URL
+        scheme = urlsplit(database_url).scheme.split("+")[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ConfigError("DATABASE_URL", "must be a sqlite:// or postgresql:// URL")
+        sqlite_dir = _sqlite_dir(database_url)
+
+        jwt_secret = get("JWT_SECRET_KEY") or _generated_secret(
+            sqlite_dir, "JWT_SECRET_KEY", ".paysvc-jwt-secret", lambda: secrets.token_urlsafe(48)
+        )
+        if len(jwt_secret) < 32:
+            raise ConfigError("JWT_SECRET_KEY", "must be at least 32 characters")
+
+        key_text = get("ENCRYPTION_KEY") or _generated_secret(
+            sqlite_dir,
+            "ENCRYPTION_KEY",
+            ".paysvc-encryption-key",
+            lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+        )
+        encryption_key = parse_key("ENCRYPTION_KEY", key_text)
+        retired = tuple(
+            parse_key("ENCRYPTION_KEYS_RETIRED", part)
+            for part in (get("ENCRYPTION_KEYS_RETIRED") or "").split(",")
+            if part.strip()
+        )
+
+        auth_mode = _choice(get, "AUTH_MODE", "local", ("local", "remote"))
+        stripe_key = get("STRIPE_SECRET_KEY")
+        gateway_text = get("PAYMENT_GATEWAY") or ("stripe" if stripe_key else "sandbox")
+        gateways = tuple(part.strip().lower() for part in gateway_text.split(",") if part.strip())
+        if not gateways or any(g not in ("sandbox", "stripe") for g in gateways):
+            raise ConfigError("PAYMENT_GATEWAY", "must be sandbox, stripe or a list like stripe,sandbox")
+        if len(set(gateways)) != len(gateways):
+            raise ConfigError("PAYMENT_GATEWAY", "lists a gateway twice")
+        if "stripe" in gateways and not stripe_key:
+            raise ConfigError("STRIPE_SECRET_KEY", "is required when PAYMENT_GATEWAY uses stripe")
+
+        tls_cert, tls_key = get("TLS_CERT_FILE"), get("TLS_KEY_FILE")
+        if bool(tls_cert) != bool(tls_key):
+            raise ConfigError("TLS_KEY_FILE" if tls_cert else "TLS_CERT_FILE", "set both or neither")
+
+        return cls(
+            database_url=database_url,
+            jwt_secret_key=jwt_secret,
+            jwt_issuer=get("JWT_ISSUER"),
+            jwt_audience=get("JWT_AUDIENCE"),
+            auth_mode=auth_mode,
+            auth_service_url=_url(get, "AUTH_SERVICE_URL", "http://localhost:8001"),
+            order_service_url=_url(get, "ORDER_SERVICE_URL", "http://localhost:8008"),
+            notification_service_url=(
+                _url(get, "NOTIFICATION_SERVICE_URL", "") if get("NOTIFICATION_SERVICE_URL") else None
+            ),
+            payment_gateways=gateways,
+            stripe_secret_key=stripe_key,
+            stripe_webhook_secrets=tuple(
+                s.strip() for s in (get("STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
+            ),
+            stripe_api_base=get("STRIPE_API_BASE") and _url(get, "STRIPE_API_BASE", ""),
+            encryption_key=encryption_key,
+            encryption_keys_retired=retired,
+            pci_compliance_mode=_choice(
+                get, "PCI_COMPLIANCE_MODE", "strict", ("strict", "permissive")
+            ),
+            host=get("HOST") or "0.0.0.0",  # noqa: S104 - a service listens on all interfaces
+            port=_number(get, "PORT", "8009", int, 1, 65535),
+            tls_cert_file=_existing_file("TLS_CERT_FILE", tls_cert),
+            tls_key_file=_existing_file("TLS_KEY_FILE", tls_key),
+            rate_limit_per_second=_number(get, "RATE_LIMIT_PER_SECOND", "100", float, 0.001, 1e9),
+            rate_limit_burst=_number(get, "RATE_LIMIT_BURST", "200", int, 1, 10**9),
+        )
+
+
+def parse_key(variable: str, text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        raise ConfigError(variable, "must be 32 random bytes, base64-encoded") from None
+    if len(raw) != 32:
+        raise ConfigError(variable, f"must be 32 bytes once decoded (got {len(raw)})")
+    return raw
+
+
+def _sqlite_dir(url: str) -> Path | None:
+    """The directory holding a SQLite database file, or None for other databases/in-memory."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    path = path.split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path).expanduser().resolve().parent
+
+
+def _generated_secret(
+    directory: Path | None, variable: str, filename: str, make: Callable[[], str]
+) -> str:
+    if directory is None:
+        raise ConfigError(
+            variable, "is required with a non-SQLite DATABASE_URL (generated secrets are refused)"
+        )
+    path = directory / filename
+    if path.exists():
+        return path.read_text().strip()
+    directory.mkdir(parents=True, exist_ok=True)
+    value = str(make())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def _choice(get: Getter, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (get(name) or default).lower()
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _url(get: Getter, name: str, default: str) -> str:
+    value = str(get(name) or default)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(name, "must be an http(s) URL")
+    return value.rstrip("/")
+
+
+def _number(
+    get: Getter, name: str, default: str, kind: type[N], low: N, high: N
+) -> N:
+    text = str(get(name) or default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(name, f"must be a number, got {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low} and {high}")
+    return value
+
+
+def _existing_file(name: str, path: str | None) -> str | None:
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(name, "file does not exist")
+    return path

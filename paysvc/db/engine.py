@@ -1,0 +1,134 @@
+"""Engine and unit-of-work factory; the SQLite write-lock discipline; bounded retries.
+
+SQLite ignores `SELECT ... FOR UPDATE`, so a write transaction takes the write lock up front
+(`BEGIN IMMEDIATE`, with a busy timeout) and lost updates cannot happen. Read-only units of work
+use a plain `BEGIN` so readers never wait for writers (WAL mode).
+PostgreSQL uses READ COMMITTED plus row locks taken by repositories; serialization failures and
+deadlocks are retried a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from paysvc.keys.keyring import Keyring
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+_RETRYABLE_PG = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def async_url(url: str) -> str:
+    """Pick the async driver for a plain URL: sqlite+aiosqlite, postgresql+asyncpg."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return str(parsed.set(drivername="sqlite+aiosqlite"))
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database {backend!r}")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    engine_url = async_url(url)
+    if engine_url.startswith("sqlite"):
+        engine = create_async_engine(
+            engine_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
+        _sqlite_discipline(engine)
+        return engine
+    return create_async_engine(engine_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _sqlite_discipline(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves (pysqlite's own BEGIN is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _begin(connection: Any) -> None:
+        write = connection.get_execution_options().get("paysvc_write", True)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def is_retryable(error: BaseException) -> bool:
+    if isinstance(error, DBAPIError):
+        code = getattr(error.orig, "sqlstate", None) or getattr(
+            getattr(error.orig, "__cause__", None), "sqlstate", None
+        )
+        if code in _RETRYABLE_PG:
+            return True
+        if isinstance(error, OperationalError) and "database is locked" in str(error.orig):
+            return True
+    return False
+
+
+class Database:
+    """Owns the engine; hands out units of work (one transaction each)."""
+
+    def __init__(self, url: str, keyring: Keyring) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self.keyring = keyring
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, info={"keyring": keyring}
+        )
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """One unit of work: committed when the block succeeds, rolled back when it raises."""
+        async with self._sessions() as session:
+            await session.connection(execution_options={"paysvc_write": write})
+            try:
+                yield session
+                if write:
+                    await session.commit()
+                else:
+                    await session.rollback()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def run(
+        self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True
+    ) -> T:
+        """Run `work` in one unit of work, retrying serialization failures and deadlocks."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self.transaction(write=write) as session:
+                    return await work(session)
+            except DBAPIError as error:
+                if attempt == MAX_ATTEMPTS or not is_retryable(error):
+                    raise
+                log.info("retrying unit of work after %s (attempt %d)", type(error).__name__, attempt)
+                await asyncio.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+

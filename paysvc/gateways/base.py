@@ -1,0 +1,153 @@
+"""The gateway port: a Protocol over our own frozen data types, and the GatewayError tree.
+
+Nothing outside `paysvc/gateways/` sees a vendor type. Every mutating call carries an
+idempotency key derived from our own ids, so a retry after a lost answer never charges twice.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class GatewayPaymentStatus(enum.StrEnum):
+    AUTHORIZED = "authorized"  # Stripe: requires_capture
+    CAPTURED = "captured"  # Stripe: succeeded
+    CANCELED = "canceled"
+    FAILED = "failed"  # declined / requires_payment_method after a failed attempt
+    PROCESSING = "processing"  # the gateway itself has not decided yet
+
+
+class GatewayRefundStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class CardDetails:
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    type: str = "card"
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    code: str  # card_declined, expired_card, ...
+    decline_code: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    payment_id: str
+    order_id: str
+    amount: int
+    currency: str
+    capture_method: str  # "automatic" | "manual"
+    payment_method: str
+    idempotency_key: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPayment:
+    reference: str  # the gateway's own id (Stripe PaymentIntent id)
+    status: GatewayPaymentStatus
+    amount: int
+    amount_capturable: int
+    amount_captured: int
+    currency: str
+    card: CardDetails | None = None
+    decline: Decline | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    refund_id: str
+    payment_reference: str
+    amount: int
+    currency: str
+    reason: str | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRefund:
+    reference: str
+    payment_reference: str
+    amount: int
+    status: GatewayRefundStatus
+    failure_reason: str | None = None
+
+
+class GatewayError(Exception):
+    """Base of every gateway failure."""
+
+
+class CardDeclined(GatewayError):
+    """The gateway declined the card; the attempt is final and the payment failed."""
+
+    def __init__(self, decline: Decline, payment: GatewayPayment | None = None) -> None:
+        super().__init__(decline.message)
+        self.decline = decline
+        self.payment = payment
+
+
+class InvalidPaymentMethod(GatewayError):
+    """The payment method token is not one the gateway knows. Nothing was charged."""
+
+
+class GatewayRejected(GatewayError):
+    """The gateway refused the request as invalid (not a decline). Nothing happened."""
+
+
+class GatewayUnavailable(GatewayError):
+    """The request certainly did not take effect (could not connect, auth, rate limit).
+
+    Safe to retry, and safe to fail over to another gateway for a new payment.
+    """
+
+
+class OutcomeUnknown(GatewayError):
+    """The request may or may not have taken effect (timeout, connection lost, 5xx).
+
+    The payment goes `processing` (a refund stays `pending`) until reconciliation asks the
+    gateway, or a retry with the same idempotency key gets the answer.
+    """
+
+
+class Gateway(Protocol):
+    name: str
+
+    async def charge(self, request: ChargeRequest) -> GatewayPayment:
+        """Create and confirm a payment; authorize only when capture_method is manual."""
+        ...
+
+    async def capture(self, reference: str, amount: int, idempotency_key: str) -> GatewayPayment:
+        ...
+
+    async def cancel(self, reference: str, idempotency_key: str) -> GatewayPayment:
+        """Void an authorization."""
+        ...
+
+    async def refund(self, request: RefundRequest) -> GatewayRefund: ...
+
+    async def retrieve_payment(self, reference: str) -> GatewayPayment: ...
+
+    async def find_payment(self, payment_id: str) -> GatewayPayment | None:
+        """The payment the gateway holds for our payment id, if any (for lost answers)."""
+        ...
+
+    async def retrieve_refund(self, reference: str) -> GatewayRefund: ...
+
+    async def find_refund(self, refund_id: str) -> GatewayRefund | None: ...
+
+    async def check_health(self) -> None:
+        """Raise GatewayUnavailable when the gateway cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...

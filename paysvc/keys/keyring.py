@@ -1,0 +1,61 @@
+"""AES-256-GCM envelope encryption with key ids and row-binding associated data."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_VERSION = "v1"
+
+
+class DecryptionError(Exception):
+    """A value could not be decrypted: unknown key, wrong row, or tampered bytes."""
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(b"paysvc-key-id:" + key).hexdigest()[:12]
+
+
+class Keyring:
+    """The active key encrypts; the active and retired keys decrypt."""
+
+    def __init__(self, active: bytes, retired: tuple[bytes, ...] = ()) -> None:
+        if len(active) != 32 or any(len(k) != 32 for k in retired):
+            raise ValueError("encryption keys must be 32 bytes")
+        self.active_id = key_id(active)
+        self._keys = {key_id(k): AESGCM(k) for k in (*retired, active)}
+        self._raw = {key_id(k): k for k in (*retired, active)}
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(self._keys)
+
+    def derive(self, purpose: str) -> bytes:
+        """A subkey for another purpose (the audit MAC), never stored anywhere."""
+        return hashlib.sha256(b"paysvc-derive:" + purpose.encode() + b":" + self._raw[self.active_id]).digest()
+
+    def encrypt(self, plaintext: str, associated: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._keys[self.active_id].encrypt(nonce, plaintext.encode(), associated.encode())
+        return f"{_VERSION}:{self.active_id}:{base64.b64encode(nonce + sealed).decode()}"
+
+    def decrypt(self, envelope: str, associated: str) -> str:
+        try:
+            version, kid, payload = envelope.split(":", 2)
+        except ValueError:
+            raise DecryptionError("not an encrypted value") from None
+        if version != _VERSION or kid not in self._keys:
+            raise DecryptionError(f"no key {kid!r} to decrypt this value")
+        try:
+            raw = base64.b64decode(payload, validate=True)
+            return self._keys[kid].decrypt(raw[:12], raw[12:], associated.encode()).decode()
+        except (InvalidTag, ValueError):
+            raise DecryptionError("value does not decrypt (tampered or moved)") from None
+
+    @staticmethod
+    def key_id_of(envelope: str) -> str:
+        return envelope.split(":", 2)[1]
