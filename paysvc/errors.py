@@ -29,6 +29,8 @@ class PaysvcError(Exception):
             self.http_status = http_status
         self.param = param
         self.extra: dict[str, Any] = extra or {}
+        # (resource type, id) when this error hides a resource the actor may not touch.
+        self.denied: tuple[str, str] | None = None
 
 
 class InvalidRequest(PaysvcError):

@@ -26,10 +26,13 @@ class Actor:
         """Service and admin principals act on any customer's payments."""
         return self.role in (Role.SERVICE, Role.ADMIN)
 
-    def require_owner(self, customer_id: str, resource: str) -> None:
-        """A customer touching someone else's resource sees exactly what a missing one shows."""
+    def require_owner(self, customer_id: str, resource: str, resource_id: str) -> None:
+        """A customer touching someone else's resource sees exactly what a missing one shows
+        (the web layer audits the denial from `denied`)."""
         if not self.is_staff and customer_id != self.id:
-            raise NotFound(f"No such {resource}", param="id")
+            error = NotFound(f"No such {resource}", param="id")
+            error.denied = (resource, resource_id)
+            raise error
 
 
 SYSTEM = Actor(id="system", role=Role.ADMIN, origin="system")

@@ -127,8 +127,9 @@ class Gateway(Protocol):
         """Create and confirm a payment; authorize only when capture_method is manual."""
         ...
 
-    async def capture(self, reference: str, amount: int, idempotency_key: str) -> GatewayPayment:
-        ...
+    async def capture(
+        self, reference: str, amount: int, idempotency_key: str
+    ) -> GatewayPayment: ...
 
     async def cancel(self, reference: str, idempotency_key: str) -> GatewayPayment:
         """Void an authorization."""

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -31,16 +32,19 @@ class Payment(EncryptedModel, Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("amount_capturable >= 0", name="capturable_non_negative"),
-        CheckConstraint("amount_captured >= 0 AND amount_captured <= amount", name="captured_le_amount"),
         CheckConstraint(
-            "amount_refunded >= 0 AND amount_refunded <= amount_captured", name="refunded_le_captured"
+            "amount_captured >= 0 AND amount_captured <= amount", name="captured_le_amount"
+        ),
+        CheckConstraint(
+            "amount_refunded >= 0 AND amount_refunded <= amount_captured",
+            name="refunded_le_captured",
         ),
         Index(
             "uq_payments_live_order",
             "order_id",
             unique=True,
-            sqlite_where=_HOLDS_ORDER,
-            postgresql_where=_HOLDS_ORDER,
+            sqlite_where=text(_HOLDS_ORDER),
+            postgresql_where=text(_HOLDS_ORDER),
         ),
         Index("ix_payments_created", "created_at", "id"),
         Index("ix_payments_customer_created", "customer_id", "created_at", "id"),
@@ -110,4 +114,3 @@ class PaymentEvent(Base):
     reason: Mapped[str | None] = mapped_column(String(500))
     actor_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-

@@ -1,0 +1,59 @@
+"""What every command shares: settings, the container, run_async, output and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from paysvc.auth.principal import Actor, Role
+from paysvc.bootstrap import Container, build_container
+from paysvc.config import Settings
+from paysvc.errors import ConfigError, PaysvcError
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_DOMAIN = 1
+EXIT_USAGE = 2
+EXIT_DRIFT = 3
+
+OPERATOR = Actor(id="operator", role=Role.ADMIN, origin="cli")
+
+
+def fail(message: str, code: int = EXIT_DOMAIN) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as error:
+        fail(f"configuration: {error.message}")
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine; domain errors become one line and exit code 1."""
+    try:
+        return asyncio.run(coroutine)
+    except PaysvcError as error:
+        fail(error.message)
+
+
+async def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
+    container = build_container(settings())
+    try:
+        return await work(container)
+    finally:
+        await container.close()
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,22 @@
+"""The `paysvc` operator CLI: one sub-app per resource."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import db, payments, serve, token
+
+app = typer.Typer(
+    name="paysvc",
+    help="paysvc operator CLI.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("serve")(serve.serve)
+app.add_typer(db.app, name="db")
+app.add_typer(token.app, name="token")
+app.add_typer(payments.app, name="payments")
+
+if __name__ == "__main__":
+    app()

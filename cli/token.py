@@ -1,0 +1,30 @@
+"""`paysvc token mint`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.common import fail, settings
+from paysvc.auth.principal import Role
+from paysvc.auth.tokens import TokenVerifier
+from paysvc.clock import SystemClock, parse_duration
+
+app = typer.Typer(help="Access tokens for operators and local use.", no_args_is_help=True)
+
+
+@app.command()
+def mint(
+    sub: Annotated[str, typer.Option("--sub", help="Principal id (customer id or service name)")],
+    role: Annotated[Role, typer.Option("--role")] = Role.CUSTOMER,
+    ttl: Annotated[str, typer.Option("--ttl", help="Lifetime, e.g. 15m, 1h, 7d")] = "1h",
+) -> None:
+    """Print a signed HS256 access token (uses JWT_SECRET_KEY)."""
+    try:
+        lifetime = parse_duration(ttl)
+    except ValueError as error:
+        fail(str(error), code=2)
+    config = settings()
+    verifier = TokenVerifier(config.jwt_secret_key, config.jwt_issuer, config.jwt_audience)
+    typer.echo(verifier.mint(sub, role, lifetime, SystemClock().now()))

@@ -1,0 +1,140 @@
+"""Request schemas (validation and OpenAPI) and the payment object's rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from paysvc.clock import rfc3339
+from paysvc.payments.models import Payment
+from paysvc.payments.states import PaymentStatus
+from paysvc.schemas import Currency, ListQueryArgs, StrictInt, amount_field, metadata_field
+
+CANCELLATION_REASONS = ("requested_by_customer", "duplicate", "fraudulent", "abandoned")
+
+
+class CreateIntentRequest(Schema):
+    order_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    amount = amount_field(required=True)
+    currency = Currency(required=True, metadata={"example": "usd"})
+    customer_id = fields.String(
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "service/admin only; customers always get their own id"},
+    )
+    payment_method = fields.String(validate=validate.Length(min=1, max=255))
+    capture_method = fields.String(
+        load_default="automatic", validate=validate.OneOf(("automatic", "manual"))
+    )
+    description = fields.String(validate=validate.Length(max=500))
+    metadata = metadata_field()
+    receipt_email = fields.Email(validate=validate.Length(max=254))
+
+
+class ConfirmRequest(Schema):
+    payment_method = fields.String(validate=validate.Length(min=1, max=255))
+
+
+class CaptureRequest(Schema):
+    amount_to_capture = StrictInt(
+        validate=validate.Range(min=1),
+        metadata={"description": "defaults to everything capturable; the rest is released"},
+    )
+
+
+class CancelRequest(Schema):
+    reason = fields.String(validate=validate.OneOf(CANCELLATION_REASONS))
+    refund_if_captured = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "service/admin only: when the payment is already captured, refund "
+            "everything still refundable instead of failing with 409"
+        },
+    )
+
+
+class PaymentListQuery(ListQueryArgs):
+    order_id = fields.String()
+    status = fields.String(validate=validate.OneOf([s.value for s in PaymentStatus]))
+
+
+class AdminPaymentListQuery(PaymentListQuery):
+    customer_id = fields.String()
+    created_gte = fields.AwareDateTime(default_timezone=None)
+    created_lt = fields.AwareDateTime(default_timezone=None)
+
+
+class PaymentMethodOut(Schema):
+    type = fields.String()
+    brand = fields.String()
+    last4 = fields.String()
+    exp_month = fields.Integer()
+    exp_year = fields.Integer()
+
+
+class PaymentOut(Schema):
+    """The payment object (documentation of the rendered shape)."""
+
+    id = fields.String(metadata={"example": "pay_3xY…"})
+    object = fields.Constant("payment")
+    order_id = fields.String()
+    customer_id = fields.String()
+    amount = fields.Integer()
+    amount_capturable = fields.Integer()
+    amount_captured = fields.Integer()
+    amount_refunded = fields.Integer()
+    currency = fields.String()
+    status = fields.String(validate=validate.OneOf([s.value for s in PaymentStatus]))
+    capture_method = fields.String()
+    payment_method = fields.Nested(PaymentMethodOut, allow_none=True)
+    failure = fields.Dict(allow_none=True)
+    cancellation_reason = fields.String(allow_none=True)
+    description = fields.String(allow_none=True)
+    metadata = fields.Dict()
+    disputed = fields.Boolean()
+    gateway = fields.String()
+    gateway_reference = fields.String(allow_none=True)
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+def render_payment(payment: Payment) -> dict[str, Any]:
+    card = None
+    if payment.card_last4 is not None:
+        card = {
+            "type": payment.card_type or "card",
+            "brand": payment.card_brand,
+            "last4": payment.card_last4,
+            "exp_month": payment.card_exp_month,
+            "exp_year": payment.card_exp_year,
+        }
+    failure = None
+    if payment.failure_code is not None:
+        failure = {
+            "code": payment.failure_code,
+            "decline_code": payment.failure_decline_code,
+            "message": payment.failure_message,
+        }
+    return {
+        "id": payment.id,
+        "object": "payment",
+        "order_id": payment.order_id,
+        "customer_id": payment.customer_id,
+        "amount": payment.amount,
+        "amount_capturable": payment.amount_capturable,
+        "amount_captured": payment.amount_captured,
+        "amount_refunded": payment.amount_refunded,
+        "currency": payment.currency,
+        "status": payment.status,
+        "capture_method": payment.capture_method,
+        "payment_method": card,
+        "failure": failure,
+        "cancellation_reason": payment.cancellation_reason,
+        "description": payment.description,
+        "metadata": payment.meta or {},
+        "disputed": payment.disputed,
+        "gateway": payment.gateway,
+        "gateway_reference": payment.gateway_reference,
+        "created_at": rfc3339(payment.created_at),
+        "updated_at": rfc3339(payment.updated_at),
+    }

@@ -1,0 +1,43 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from paysvc import __version__
+from paysvc.web.io import container, doc, json_response
+
+routes = web.RouteTableDef()
+
+
+@doc(tags=["health"], summary="Liveness")
+@routes.get("/health")
+async def health(_request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+@doc(tags=["health"], summary="Readiness: database and the active gateway")
+@routes.get("/health/ready")
+async def ready(request: web.Request) -> web.Response:
+    services = container(request)
+    checks: dict[str, str] = {}
+    try:
+        await services.db.ping()
+        checks["database"] = "ok"
+    except Exception:
+        checks["database"] = "unavailable"
+    try:
+        await services.gateways.primary.check_health()
+        checks["gateway"] = "ok"
+    except Exception:
+        checks["gateway"] = "unavailable"
+    ok = all(value == "ok" for value in checks.values())
+    return json_response(
+        {"status": "ready" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )
+
+
+@routes.get("/metrics")
+async def metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,130 @@
+"""Payment endpoints: parse, call one service method, render."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from paysvc.errors import PermissionDenied
+from paysvc.payments.repository import PaymentFilter
+from paysvc.payments.schemas import (
+    AdminPaymentListQuery,
+    CancelRequest,
+    CaptureRequest,
+    ConfirmRequest,
+    CreateIntentRequest,
+    PaymentListQuery,
+    PaymentOut,
+    render_payment,
+)
+from paysvc.payments.service import NewIntent
+from paysvc.payments.states import PaymentStatus
+from paysvc.web.io import actor, container, doc, json_response, list_body, with_body, with_query
+from paysvc.web.keys import BODY, QUERY
+
+routes = web.RouteTableDef()
+TAG = ["payments"]
+
+
+@doc(tags=TAG, summary="Create a payment intent (status pending)", responds=PaymentOut, status=201)
+@routes.post("/payments/intents")
+@with_body(CreateIntentRequest)
+async def create_intent(request: web.Request) -> web.Response:
+    payment = await container(request).payments.create_intent(
+        actor(request), NewIntent(**request[BODY])
+    )
+    return json_response(render_payment(payment), status=201)
+
+
+@doc(
+    tags=TAG,
+    summary="Confirm: charge (automatic) or authorize (manual) the payment",
+    description="200 captured/authorized; 402 card_error with the failed payment; "
+    "202 processing when the gateway's answer was lost; 409 order_already_paid.",
+    responds=PaymentOut,
+    status=200,
+)
+@routes.post("/payments/{id}/confirm")
+@with_body(ConfirmRequest)
+async def confirm(request: web.Request) -> web.Response:
+    payment = await container(request).payments.confirm(
+        actor(request), request.match_info["id"], request[BODY].get("payment_method")
+    )
+    status = 202 if payment.status == PaymentStatus.PROCESSING else 200
+    return json_response(render_payment(payment), status=status)
+
+
+@doc(
+    tags=TAG,
+    summary="Capture an authorization, fully or partially (service, admin)",
+    responds=PaymentOut,
+    status=200,
+)
+@routes.post("/payments/{id}/capture")
+@with_body(CaptureRequest)
+async def capture(request: web.Request) -> web.Response:
+    payment = await container(request).payments.capture(
+        actor(request), request.match_info["id"], request[BODY].get("amount_to_capture")
+    )
+    return json_response(render_payment(payment))
+
+
+@doc(
+    tags=TAG,
+    summary="Cancel a payment; voids an authorization",
+    description="A captured payment is 409 unless refund_if_captured (service/admin): then "
+    "everything still refundable is refunded and the payment returned.",
+    responds=PaymentOut,
+    status=200,
+)
+@routes.post("/payments/{id}/cancel")
+@with_body(CancelRequest)
+async def cancel(request: web.Request) -> web.Response:
+    body = request[BODY]
+    payment = await container(request).payments.cancel(
+        actor(request), request.match_info["id"], body.get("reason"), body["refund_if_captured"]
+    )
+    return json_response(render_payment(payment))
+
+
+@doc(tags=TAG, summary="Retrieve a payment", responds=PaymentOut, status=200)
+@routes.get("/payments/{id}")
+async def get_payment(request: web.Request) -> web.Response:
+    payment = await container(request).payments.get(actor(request), request.match_info["id"])
+    return json_response(render_payment(payment))
+
+
+@doc(tags=TAG, summary="List payments (customers see their own)")
+@routes.get("/payments")
+@with_query(PaymentListQuery)
+async def list_payments(request: web.Request) -> web.Response:
+    return await _list(
+        request,
+        PaymentFilter(order_id=request[QUERY].get("order_id"), status=request[QUERY].get("status")),
+    )
+
+
+@doc(tags=["admin"], summary="List all payments (admin)")
+@routes.get("/admin/payments")
+@with_query(AdminPaymentListQuery)
+async def admin_list_payments(request: web.Request) -> web.Response:
+    if actor(request).role != "admin":
+        raise PermissionDenied("Admin only")
+    query = request[QUERY]
+    return await _list(
+        request,
+        PaymentFilter(
+            customer_id=query.get("customer_id"),
+            order_id=query.get("order_id"),
+            status=query.get("status"),
+            created_gte=query.get("created_gte"),
+            created_lt=query.get("created_lt"),
+        ),
+    )
+
+
+async def _list(request: web.Request, where: PaymentFilter) -> web.Response:
+    query = request[QUERY]
+    page = await container(request).payments.list(
+        actor(request), where, limit=query["limit"], starting_after=query["starting_after"]
+    )
+    return json_response(list_body([render_payment(p) for p in page.items], page.has_more))

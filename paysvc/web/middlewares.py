@@ -1,0 +1,140 @@
+"""Request id, error rendering and authentication middlewares."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from paysvc.auth.principal import Actor, Role
+from paysvc.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    MalformedRequest,
+    NotFound,
+    PaysvcError,
+    PermissionDenied,
+    RateLimited,
+)
+from paysvc.web.auth import AUTHENTICATOR
+from paysvc.web.io import Handler, json_response
+from paysvc.web.keys import ACTOR, CONTAINER, REQUEST_ID
+
+log = logging.getLogger("paysvc.web")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+PUBLIC_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json", "/webhooks/", "/static/swagger")
+
+
+def is_public(path: str) -> bool:
+    return path in ("/health", "/metrics", "/openapi.json") or path.startswith(PUBLIC_PREFIXES)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
+    request[REQUEST_ID] = request_id
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PaysvcError as error:
+        await _audit_denial(request, error)
+        return render_error(request, error)
+    except web.HTTPException as http_error:
+        if http_error.status < 400:
+            raise
+        return render_error(request, _from_http(http_error))
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID)})
+        return render_error(request, PaysvcError("An unexpected error occurred"))
+
+
+def render_error(request: web.Request, error: PaysvcError) -> web.Response:
+    body: dict[str, Any] = {
+        "type": error.type,
+        "code": error.code,
+        "message": error.message,
+        "param": error.param,
+        "request_id": request.get(REQUEST_ID),
+    }
+    body.update(error.extra)
+    response = json_response({"error": body}, status=error.http_status)
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _from_http(error: web.HTTPException) -> PaysvcError:
+    if error.status == 404:
+        return NotFound("No such route")
+    if error.status == 405:
+        return InvalidRequest("Method not allowed", code="method_not_allowed", http_status=405)
+    if error.status == 413:
+        return InvalidRequest(
+            "The request body is larger than 64 KiB", code="request_too_large", http_status=413
+        )
+    if error.status == 400:
+        return MalformedRequest("Malformed request")
+    return PaysvcError("Request failed", code="http_error", http_status=error.status)
+
+
+async def _audit_denial(request: web.Request, error: PaysvcError) -> None:
+    """401, 403 and 404-for-not-yours are audited, in a unit of work of their own."""
+    if not isinstance(error, AuthenticationFailed | PermissionDenied) and error.denied is None:
+        return
+    container = request.app[CONTAINER]
+    known = request.get(ACTOR)
+    who = Actor(
+        id=known.id if known else "anonymous",
+        role=known.role if known else Role.CUSTOMER,
+        origin=_origin(request),
+        request_id=request.get(REQUEST_ID),
+    )
+    resource_type, resource_id = error.denied or ("route", request.path)
+
+    async def work(session: Any) -> None:
+        container.audit.record(
+            session,
+            who,
+            f"access.{error.code}",
+            resource_type,
+            resource_id,
+            outcome="denied",
+            details={"method": request.method, "path": request.path, "status": error.http_status},
+        )
+
+    try:
+        await container.db.run(work)
+    except Exception:
+        log.exception("could not audit a denied request")
+
+
+def _origin(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if is_public(request.path):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("A bearer token is required")
+    claims = await request.app[AUTHENTICATOR].authenticate(token.strip())
+    request[ACTOR] = Actor(
+        id=claims.subject,
+        role=claims.role,
+        origin=_origin(request),
+        request_id=request.get(REQUEST_ID),
+    )
+    return await handler(request)
