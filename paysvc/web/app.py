@@ -12,6 +12,7 @@ from paysvc.bootstrap import Container
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.handlers import health, payments
 from paysvc.web.keys import CONTAINER
+from paysvc.web.metrics import METRICS, Metrics
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
 
 MAX_BODY = 64 * 1024
@@ -20,10 +21,17 @@ MAX_BODY = 64 * 1024
 def create_app(container: Container, *, own_container: bool = True) -> web.Application:
     """Build the HTTP app over a container; the app closes the container on shutdown
     unless `own_container` is False (tests that share one container)."""
+    metrics = Metrics()
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            request_id_middleware,
+            metrics.middleware(),
+            error_middleware,
+            auth_middleware,
+        ],
     )
+    app[METRICS] = metrics
     app[CONTAINER] = container
     settings = container.settings
     remote = (

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paysvc import __version__
 from paysvc.web.io import container, doc, json_response
+from paysvc.web.metrics import METRICS
 
 routes = web.RouteTableDef()
 
@@ -39,5 +39,5 @@ async def ready(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
-async def metrics(_request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+async def metrics(request: web.Request) -> web.Response:
+    return request.app[METRICS].render()
