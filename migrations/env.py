@@ -41,6 +41,9 @@ def _run(connection: Connection) -> None:
         render_item=_render_item,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Several instances starting at once: one migrates, the others wait, then see head.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(72470001)")
         context.run_migrations()
 
 
