@@ -85,7 +85,9 @@ class Settings:
         gateway_text = get("PAYMENT_GATEWAY") or ("stripe" if stripe_key else "sandbox")
         gateways = tuple(part.strip().lower() for part in gateway_text.split(",") if part.strip())
         if not gateways or any(g not in ("sandbox", "stripe") for g in gateways):
-            raise ConfigError("PAYMENT_GATEWAY", "must be sandbox, stripe or a list like stripe,sandbox")
+            raise ConfigError(
+                "PAYMENT_GATEWAY", "must be sandbox, stripe or a list like stripe,sandbox"
+            )
         if len(set(gateways)) != len(gateways):
             raise ConfigError("PAYMENT_GATEWAY", "lists a gateway twice")
         if "stripe" in gateways and not stripe_key:
@@ -93,7 +95,9 @@ class Settings:
 
         tls_cert, tls_key = get("TLS_CERT_FILE"), get("TLS_KEY_FILE")
         if bool(tls_cert) != bool(tls_key):
-            raise ConfigError("TLS_KEY_FILE" if tls_cert else "TLS_CERT_FILE", "set both or neither")
+            raise ConfigError(
+                "TLS_KEY_FILE" if tls_cert else "TLS_CERT_FILE", "set both or neither"
+            )
 
         return cls(
             database_url=database_url,
@@ -104,7 +108,9 @@ class Settings:
             auth_service_url=_url(get, "AUTH_SERVICE_URL", "http://localhost:8001"),
             order_service_url=_url(get, "ORDER_SERVICE_URL", "http://localhost:8008"),
             notification_service_url=(
-                _url(get, "NOTIFICATION_SERVICE_URL", "") if get("NOTIFICATION_SERVICE_URL") else None
+                _url(get, "NOTIFICATION_SERVICE_URL", "")
+                if get("NOTIFICATION_SERVICE_URL")
+                else None
             ),
             payment_gateways=gateways,
             stripe_secret_key=stripe_key,
@@ -180,9 +186,7 @@ def _url(get: Getter, name: str, default: str) -> str:
     return value.rstrip("/")
 
 
-def _number(
-    get: Getter, name: str, default: str, kind: type[N], low: N, high: N
-) -> N:
+def _number(get: Getter, name: str, default: str, kind: type[N], low: N, high: N) -> N:
     text = str(get(name) or default)
     try:
         value = kind(text)

@@ -18,7 +18,12 @@ from typing import Any, TypeVar
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from paysvc.keys.keyring import Keyring
 
@@ -110,9 +115,7 @@ class Database:
                 await session.rollback()
                 raise
 
-    async def run(
-        self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True
-    ) -> T:
+    async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
         """Run `work` in one unit of work, retrying serialization failures and deadlocks."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -121,7 +124,9 @@ class Database:
             except DBAPIError as error:
                 if attempt == MAX_ATTEMPTS or not is_retryable(error):
                     raise
-                log.info("retrying unit of work after %s (attempt %d)", type(error).__name__, attempt)
+                log.info(
+                    "retrying unit of work after %s (attempt %d)", type(error).__name__, attempt
+                )
                 await asyncio.sleep(0.01 * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -131,4 +136,3 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-

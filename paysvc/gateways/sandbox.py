@@ -111,7 +111,9 @@ class SandboxGateway:
 
         async def work(session: AsyncSession) -> SandboxCharge:
             existing = await session.scalar(
-                select(SandboxCharge).where(SandboxCharge.idempotency_key == request.idempotency_key)
+                select(SandboxCharge).where(
+                    SandboxCharge.idempotency_key == request.idempotency_key
+                )
             )
             if existing is not None:
                 return existing
@@ -127,7 +129,9 @@ class SandboxGateway:
                 status=(
                     GatewayPaymentStatus.FAILED
                     if not ok
-                    else GatewayPaymentStatus.AUTHORIZED if manual else GatewayPaymentStatus.CAPTURED
+                    else GatewayPaymentStatus.AUTHORIZED
+                    if manual
+                    else GatewayPaymentStatus.CAPTURED
                 ),
                 amount_capturable=request.amount if ok and manual else 0,
                 amount_captured=request.amount if ok and not manual else 0,
@@ -177,7 +181,9 @@ class SandboxGateway:
     async def refund(self, request: RefundRequest) -> GatewayRefund:
         async def work(session: AsyncSession) -> SandboxRefund:
             existing = await session.scalar(
-                select(SandboxRefund).where(SandboxRefund.idempotency_key == request.idempotency_key)
+                select(SandboxRefund).where(
+                    SandboxRefund.idempotency_key == request.idempotency_key
+                )
             )
             if existing is not None:
                 return existing
@@ -264,7 +270,9 @@ def _to_payment(charge: SandboxCharge) -> GatewayPayment:
         amount_capturable=charge.amount_capturable,
         amount_captured=charge.amount_captured,
         currency=charge.currency,
-        card=CardDetails(brand=card.brand, last4=card.last4, exp_month=EXP_MONTH, exp_year=EXP_YEAR),
+        card=CardDetails(
+            brand=card.brand, last4=card.last4, exp_month=EXP_MONTH, exp_year=EXP_YEAR
+        ),
         decline=decline,
     )
 

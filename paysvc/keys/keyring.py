@@ -36,7 +36,9 @@ class Keyring:
 
     def derive(self, purpose: str) -> bytes:
         """A subkey for another purpose (the audit MAC), never stored anywhere."""
-        return hashlib.sha256(b"paysvc-derive:" + purpose.encode() + b":" + self._raw[self.active_id]).digest()
+        return hashlib.sha256(
+            b"paysvc-derive:" + purpose.encode() + b":" + self._raw[self.active_id]
+        ).digest()
 
     def encrypt(self, plaintext: str, associated: str) -> str:
         nonce = os.urandom(12)

@@ -31,9 +31,12 @@ class Payment(EncryptedModel, Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("amount_capturable >= 0", name="capturable_non_negative"),
-        CheckConstraint("amount_captured >= 0 AND amount_captured <= amount", name="captured_le_amount"),
         CheckConstraint(
-            "amount_refunded >= 0 AND amount_refunded <= amount_captured", name="refunded_le_captured"
+            "amount_captured >= 0 AND amount_captured <= amount", name="captured_le_amount"
+        ),
+        CheckConstraint(
+            "amount_refunded >= 0 AND amount_refunded <= amount_captured",
+            name="refunded_le_captured",
         ),
         Index(
             "uq_payments_live_order",
@@ -110,4 +113,3 @@ class PaymentEvent(Base):
     reason: Mapped[str | None] = mapped_column(String(500))
     actor_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-

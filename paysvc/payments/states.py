@@ -39,6 +39,4 @@ FINAL = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
 
 def check_transition(current: str, target: PaymentStatus) -> None:
     if target not in TRANSITIONS[PaymentStatus(current)]:
-        raise StateConflict(
-            f"Cannot move a payment from {current} to {target}", param="status"
-        )
+        raise StateConflict(f"Cannot move a payment from {current} to {target}", param="status")
