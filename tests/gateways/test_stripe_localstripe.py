@@ -73,9 +73,7 @@ async def test_automatic_charge_is_captured_with_card_details(
 async def test_manual_charge_authorizes_then_partial_capture(
     stripe_gateway: StripeGateway, localstripe_url: str
 ) -> None:
-    authorized = await stripe_gateway.charge(
-        charge_request(amount=1000, capture_method="manual")
-    )
+    authorized = await stripe_gateway.charge(charge_request(amount=1000, capture_method="manual"))
     assert authorized.status is GatewayPaymentStatus.AUTHORIZED
     assert (authorized.amount_capturable, authorized.amount_captured) == (1000, 0)
 
