@@ -47,7 +47,7 @@ def verify_stripe_signature(
         raise InvalidSignature("no webhook secret configured")
     expected = [_sign(payload, secret, timestamp) for secret in usable]
     # Compare every pair in constant time, without stopping at the first match.
-    matches = [hmac.compare_digest(e, s) for e in expected for s in signatures]
+    matches = [hmac.compare_digest(e.encode(), s) for e in expected for s in signatures]
     if not any(matches):
         raise InvalidSignature("no signature matches")
 
@@ -62,9 +62,9 @@ def _sign(payload: bytes, secret: str, timestamp: int) -> str:
     return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
-def _parse(header: str) -> tuple[int, list[str]]:
+def _parse(header: str) -> tuple[int, list[bytes]]:
     timestamps: list[str] = []
-    signatures: list[str] = []
+    signatures: list[bytes] = []
     for item in header.split(","):
         key, sep, value = item.strip().partition("=")
         if not sep:
@@ -72,8 +72,12 @@ def _parse(header: str) -> tuple[int, list[str]]:
         if key == "t":
             timestamps.append(value)
         elif key == "v1" and value:
-            signatures.append(value)
-    if len(timestamps) != 1 or not timestamps[0].isdigit() or len(timestamps[0]) > 12:
+            signatures.append(value.encode("utf-8", "replace"))
+    if (
+        len(timestamps) != 1
+        or not (timestamps[0].isascii() and timestamps[0].isdigit())
+        or len(timestamps[0]) > 12
+    ):
         raise InvalidSignature("malformed header")
     if not signatures:
         raise InvalidSignature("no v1 signature")

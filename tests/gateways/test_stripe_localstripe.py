@@ -37,15 +37,14 @@ VISA = CardDetails(brand="visa", last4="4242", exp_month=12, exp_year=2030)
 
 async def raw_intent(url: str, reference: str) -> stripe.PaymentIntent:
     """Stripe's own view of a PaymentIntent, read with the plain SDK."""
-    client = stripe.StripeClient(
-        TEST_KEY, http_client=stripe.AIOHTTPClient(), base_addresses={"api": url}
-    )
+    http = stripe.AIOHTTPClient()
+    client = stripe.StripeClient(TEST_KEY, http_client=http, base_addresses={"api": url})
     try:
         return await client.v1.payment_intents.retrieve_async(
             reference, {"expand": ["latest_charge"]}
         )
     finally:
-        await client._requestor._client.close_async()  # type: ignore[no-untyped-call]
+        await http.close_async()  # type: ignore[no-untyped-call]
 
 
 async def test_automatic_charge_is_captured_with_card_details(
