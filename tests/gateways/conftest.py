@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from aiohttp import web
@@ -26,6 +27,7 @@ TEST_KEY = "sk_test_paysvc_localstripe"
 # by every localstripe on the machine) after each change. Otherwise it is the unmodified server.
 _LAUNCHER = """
 import sys
+import tempfile
 from aiohttp import web
 from localstripe import resources, server
 resources.Store.dump_to_disk = lambda self: None
@@ -43,33 +45,34 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def localstripe_url() -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603  # our own interpreter and launcher
-        [sys.executable, "-c", _LAUNCHER, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, process)
-        yield url
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: it can never fill up and block
+        process = subprocess.Popen(  # noqa: S603  # our own interpreter and launcher
+            [sys.executable, "-c", _LAUNCHER, str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            _wait_until_up(url, process, log)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
     request = urllib.request.Request(  # noqa: S310  # http://127.0.0.1 only
         f"{url}/v1/balance", headers={"Authorization": f"Bearer {TEST_KEY}"}
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"localstripe exited: {stderr[-2000:]}")
+            log.seek(0)
+            raise RuntimeError(f"localstripe exited: {log.read().decode()[-2000:]}")
         try:
             with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310
                 if response.status == 200:

@@ -22,7 +22,8 @@ from paysvc.gateways.base import (
     RefundRequest,
 )
 from paysvc.gateways.failover import FailoverGateway
-from tests.gateways.conftest import charge_request
+from paysvc.gateways.stripe import StripeGateway
+from tests.gateways.conftest import charge_request, free_port
 
 T0 = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.UTC)
 
@@ -310,3 +311,17 @@ async def test_close_closes_every_gateway() -> None:
     stripe, sandbox = FakeGateway("stripe"), FakeGateway("sandbox")
     await failover(stripe, sandbox).close()
     assert (stripe.calls, sandbox.calls) == (["close"], ["close"])
+
+
+async def test_unreachable_stripe_fails_over_for_real() -> None:
+    """The real adapter's connection-refused error is what makes the failover move on."""
+    stripe = StripeGateway("sk_test_x", api_base=f"http://127.0.0.1:{free_port()}")
+    sandbox = FakeGateway("sandbox")
+    gateway = FailoverGateway([stripe, sandbox], FakeClock())
+    try:
+        payment = await gateway.charge(charge_request())
+    finally:
+        await gateway.close()
+
+    assert payment.gateway == "sandbox"
+    assert len(sandbox.charges) == 1
