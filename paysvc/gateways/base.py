@@ -63,6 +63,8 @@ class GatewayPayment:
     currency: str
     card: CardDetails | None = None
     decline: Decline | None = None
+    # The name of the gateway that holds it (set by StripeGateway and FailoverGateway).
+    gateway: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,10 @@ class GatewayRefund:
 
 class GatewayError(Exception):
     """Base of every gateway failure."""
+
+    # Which gateway raised it, when a FailoverGateway chose among several: an OutcomeUnknown must
+    # be retried on (and reconciled with) that same gateway, never on another one.
+    gateway: str = ""
 
 
 class CardDeclined(GatewayError):

@@ -1,0 +1,1 @@
+"""Incoming webhooks: signature verification (and, later, the inbox)."""
