@@ -13,8 +13,10 @@ from paysvc.clock import Clock, SystemClock
 from paysvc.config import Settings
 from paysvc.db.engine import Database
 from paysvc.gateways.base import Gateway
+from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxGateway
+from paysvc.gateways.stripe import StripeGateway
 from paysvc.keys.keyring import Keyring
 from paysvc.payments.service import PaymentService
 
@@ -54,8 +56,11 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
 
 
 def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
-    by_name: dict[str, Gateway] = {}
+    chain: list[Gateway] = []
     for name in settings.payment_gateways:
-        if name == "sandbox":
-            by_name[name] = SandboxGateway(db, clock)
-    return Gateways(primary=by_name[settings.payment_gateways[0]], by_name=by_name)
+        if name == "stripe":
+            assert settings.stripe_secret_key is not None  # Settings refuses stripe without it
+            chain.append(StripeGateway(settings.stripe_secret_key, settings.stripe_api_base))
+        else:
+            chain.append(SandboxGateway(db, clock))
+    return Gateways(FailoverGateway(chain, clock))

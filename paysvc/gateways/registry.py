@@ -1,23 +1,27 @@
-"""The configured gateways: which one takes new payments, and each payment's own gateway."""
+"""The configured gateways: a failover chain takes new payments; a payment stays with its own."""
 
 from __future__ import annotations
 
 from paysvc.gateways.base import Gateway
+from paysvc.gateways.failover import FailoverGateway
 
 
 class Gateways:
-    def __init__(self, primary: Gateway, by_name: dict[str, Gateway]) -> None:
-        self.primary = primary  # takes new payments (may be a failover chain)
-        self._by_name = by_name
+    def __init__(self, chain: FailoverGateway) -> None:
+        self.primary: Gateway = chain  # takes new payments, in PAYMENT_GATEWAY order
+        self._chain = chain
 
     def for_payment(self, name: str) -> Gateway:
         """A payment stays with the gateway that took it for every later operation."""
-        return self._by_name[name]
+        return self._chain.gateway_for(name)
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(self._by_name)
+        return tuple(gateway.name for gateway in self._chain.gateways)
+
+    async def health(self) -> dict[str, str]:
+        """Each gateway's status and the `active` one (`none` when no gateway would charge)."""
+        return await self._chain.health()
 
     async def close(self) -> None:
-        for gateway in self._by_name.values():
-            await gateway.close()
+        await self._chain.close()

@@ -171,7 +171,7 @@ class PaymentService:
         """Charge (or authorize) the payment. Returns it `captured`/`authorized`, or
         `processing` when the gateway's answer was lost; raises CardError on a decline."""
 
-        async def begin(session: AsyncSession) -> tuple[ChargeRequest, str]:
+        async def begin(session: AsyncSession) -> tuple[ChargeRequest, bool]:
             payment = await self.load(session, actor, payment_id, for_update=True)
             resuming = self._take_over(payment, "confirm")
             if not resuming:
@@ -185,7 +185,6 @@ class PaymentService:
                     raise _order_already_paid()
                 payment.payment_method = method
                 payment.confirm_attempts += 1
-                payment.gateway = self.gateways.primary.name
             self._mark(payment, "confirm")
             try:
                 await session.flush()
@@ -200,22 +199,17 @@ class PaymentService:
                 payment_method=str(payment.payment_method),
                 idempotency_key=f"{payment.id}-confirm-{payment.confirm_attempts}",
             )
-            return request, payment.gateway
+            return request, resuming
 
-        request, gateway_name = await self.db.run(begin)
-        gateway = self.gateways.for_payment(gateway_name)
-        try:
-            result: GatewayPayment | GatewayError = await gateway.charge(request)
-        except GatewayError as error:
-            result = error
-        except Exception:
-            result = OutcomeUnknown("unexpected error while charging")
+        request, resuming = await self.db.run(begin)
+        result = await self._charge(request, resuming)
 
         async def finish(session: AsyncSession) -> Payment:
             payment = await self._locked(session, payment_id)
             if payment.pending_operation != "confirm":
                 return payment  # already settled by reconciliation or a webhook
             self._clear(payment)
+            payment.gateway = result.gateway or payment.gateway  # who took (or may have) it
             if isinstance(result, GatewayPayment):
                 self.apply_gateway_state(session, payment, result, actor, reason="confirmed")
             elif isinstance(result, CardDeclined):
@@ -244,6 +238,20 @@ class PaymentService:
         if isinstance(result, GatewayError) and not isinstance(result, OutcomeUnknown):
             raise _gateway_failure(result)
         return payment
+
+    async def _charge(
+        self, request: ChargeRequest, resuming: bool
+    ) -> GatewayPayment | GatewayError:
+        """Phase 2 of confirm. A resumed attempt first asks every gateway whether the lost
+        attempt went through, so a crash between charge and record never charges twice."""
+        try:
+            if resuming and (found := await self.gateways.primary.find_payment(request.payment_id)):
+                return found
+            return await self.gateways.primary.charge(request)
+        except GatewayError as error:
+            return error
+        except Exception:  # anything unexpected: the charge may have happened
+            return OutcomeUnknown("unexpected error while charging")
 
     # -- capture -------------------------------------------------------------------------
 

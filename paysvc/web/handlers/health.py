@@ -27,14 +27,12 @@ async def ready(request: web.Request) -> web.Response:
         checks["database"] = "ok"
     except Exception:
         checks["database"] = "unavailable"
-    try:
-        await services.gateways.primary.check_health()
-        checks["gateway"] = "ok"
-    except Exception:
-        checks["gateway"] = "unavailable"
+    gateways = await services.gateways.health()
+    checks["gateway"] = "ok" if gateways["active"] != "none" else "unavailable"
     ok = all(value == "ok" for value in checks.values())
     return json_response(
-        {"status": "ready" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+        {"status": "ready" if ok else "unavailable", "checks": checks, "gateways": gateways},
+        status=200 if ok else 503,
     )
 
 
