@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from marshmallow import Schema, fields, validate
@@ -12,7 +13,14 @@ from paysvc.refunds.models import Refund
 from paysvc.refunds.states import RefundStatus
 from paysvc.schemas import StrictInt, metadata_field
 
-REFUND_REASONS = ("requested_by_customer", "duplicate", "fraudulent")
+
+class RefundReason(enum.StrEnum):
+    REQUESTED_BY_CUSTOMER = "requested_by_customer"
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+
+
+REFUND_REASONS = tuple(r.value for r in RefundReason)
 
 
 class CreateRefundRequest(Schema):
