@@ -6,7 +6,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from cli.common import OPERATOR, console, fail, print_json, run_async, with_container
 from paysvc.bootstrap import Container
@@ -98,7 +98,14 @@ def list_refunds(
     if as_json:
         print_json(refunds)
         return
-    table = Table("id", "amount", "status", "reason", "failure", "created")
+    table = Table(
+        Column("id", no_wrap=True),  # copied by operators: never wrapped
+        Column("amount", no_wrap=True, justify="right"),
+        Column("status", no_wrap=True),
+        "reason",
+        "failure",
+        "created",
+    )
     for r in refunds:
         table.add_row(
             r["id"],
