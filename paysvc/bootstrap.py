@@ -19,6 +19,7 @@ from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.gateways.stripe import StripeGateway
 from paysvc.keys.keyring import Keyring
 from paysvc.payments.service import PaymentService
+from paysvc.refunds.service import RefundService
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Container:
     audit: AuditLog
     tokens: TokenVerifier
     payments: PaymentService
+    refunds: RefundService
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -43,6 +45,9 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     db = Database(settings.database_url, keyring)
     gateways = _gateways(settings, db, clock)
     audit = AuditLog(clock)
+    payments = PaymentService(db, gateways, clock, audit)
+    refunds = RefundService(db, gateways, clock, audit, payments)
+    payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
     return Container(
         settings=settings,
         clock=clock,
@@ -51,7 +56,8 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         gateways=gateways,
         audit=audit,
         tokens=TokenVerifier(settings.jwt_secret_key, settings.jwt_issuer, settings.jwt_audience),
-        payments=PaymentService(db, gateways, clock, audit),
+        payments=payments,
+        refunds=refunds,
     )
 
 

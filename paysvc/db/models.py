@@ -4,7 +4,16 @@ from paysvc.audit.models import AuditEntry
 from paysvc.db.base import Base
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
 from paysvc.payments.models import Payment, PaymentEvent
+from paysvc.refunds.models import Refund
 
 metadata = Base.metadata
 
-__all__ = ["AuditEntry", "Payment", "PaymentEvent", "SandboxCharge", "SandboxRefund", "metadata"]
+__all__ = [
+    "AuditEntry",
+    "Payment",
+    "PaymentEvent",
+    "Refund",
+    "SandboxCharge",
+    "SandboxRefund",
+    "metadata",
+]

@@ -187,7 +187,8 @@ class SandboxGateway:
             )
             if existing is not None:
                 return existing
-            charge = await self._charge(session, request.payment_reference)
+            # Row lock: concurrent refunds of one charge must not lose updates (PostgreSQL).
+            charge = await self._charge(session, request.payment_reference, for_update=True)
             if charge.status != GatewayPaymentStatus.CAPTURED:
                 raise GatewayRejected("sandbox: only captured payments can be refunded")
             if request.amount > charge.amount_captured - charge.amount_refunded:
@@ -253,8 +254,10 @@ class SandboxGateway:
         return None
 
     @staticmethod
-    async def _charge(session: AsyncSession, reference: str) -> SandboxCharge:
-        charge = await session.get(SandboxCharge, reference)
+    async def _charge(
+        session: AsyncSession, reference: str, *, for_update: bool = False
+    ) -> SandboxCharge:
+        charge = await session.get(SandboxCharge, reference, with_for_update=for_update)
         if charge is None:
             raise GatewayRejected(f"sandbox: no such payment {reference}")
         return charge

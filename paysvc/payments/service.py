@@ -47,7 +47,7 @@ from paysvc.ids import new_id
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.repository import Page, PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
-from paysvc.payments.states import PaymentStatus, check_transition
+from paysvc.payments.states import REFUNDABLE, PaymentStatus, check_transition
 
 S = PaymentStatus
 T = TypeVar("T")
@@ -67,12 +67,19 @@ class NewIntent:
     receipt_email: str | None = None
 
 
+# Refunds everything still refundable on a payment and returns it (set by bootstrap to
+# RefundService.refund_remainder; a hook rather than a constructor argument, as refunds
+# depend on payments).
+RefundRemainder = Callable[[Actor, str, str | None], Awaitable[Payment]]
+
+
 class PaymentService:
     def __init__(self, db: Database, gateways: Gateways, clock: Clock, audit: AuditLog) -> None:
         self.db = db
         self.gateways = gateways
         self.clock = clock
         self.audit = audit
+        self.refund_remainder: RefundRemainder | None = None
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -296,10 +303,16 @@ class PaymentService:
                 "refund_if_captured is for service or admin callers", param="refund_if_captured"
             )
 
+        refund_instead = False
+
         async def begin(session: AsyncSession) -> tuple[Payment, str | None]:
+            nonlocal refund_instead
             payment = await self.load(session, actor, payment_id, for_update=True)
             if self._take_over(payment, "cancel"):
                 return payment, str(payment.gateway_reference)
+            if refund_if_captured and payment.status in REFUNDABLE and self.refund_remainder:
+                refund_instead = True
+                return payment, None
             if payment.status == S.PENDING:
                 payment.cancellation_reason = reason
                 self.transition(session, payment, S.CANCELLED, actor, reason=reason or "cancelled")
@@ -311,6 +324,9 @@ class PaymentService:
             return payment, str(payment.gateway_reference)
 
         payment, reference = await self.db.run(begin)
+        if refund_instead and self.refund_remainder is not None:
+            # Outside the unit of work above: the refund runs its own atomic phases.
+            return await self.refund_remainder(actor, payment_id, reason)
         if reference is None:
             return payment
         gateway = self.gateways.for_payment(payment.gateway)
@@ -440,6 +456,19 @@ class PaymentService:
             payment.id,
             details={"from": previous, "to": str(target), "reason": reason},
         )
+
+    def record_event(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        kind: str,
+        actor: Actor,
+        *,
+        reason: str | None = None,
+        amount: int | None = None,
+    ) -> None:
+        """Append an event that is not a status change (refund outcomes, fixes) to the history."""
+        self._event(session, payment, kind, None, None, actor, reason=reason, amount=amount)
 
     def _event(
         self,

@@ -10,7 +10,7 @@ from aiohttp_apispec import setup_aiohttp_apispec
 from paysvc import __version__
 from paysvc.bootstrap import Container
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
-from paysvc.web.handlers import health, payments
+from paysvc.web.handlers import health, payments, refunds
 from paysvc.web.keys import CONTAINER
 from paysvc.web.metrics import METRICS, Metrics
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
@@ -42,6 +42,7 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app[AUTHENTICATOR] = remote or LocalAuthenticator(container.tokens)
     app.add_routes(health.routes)
     app.add_routes(payments.routes)
+    app.add_routes(refunds.routes)
     setup_aiohttp_apispec(
         app,
         title="paysvc",

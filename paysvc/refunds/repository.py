@@ -1,0 +1,68 @@
+"""All SQL about refunds."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paysvc.errors import InvalidRequest
+from paysvc.payments.repository import Page
+from paysvc.refunds.models import Refund
+from paysvc.refunds.states import OUTSTANDING, RefundStatus
+
+
+class RefundRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, refund: Refund) -> None:
+        self.session.add(refund)
+
+    async def get(self, refund_id: str, *, for_update: bool = False) -> Refund | None:
+        query = select(Refund).where(Refund.id == refund_id)
+        if for_update:
+            # Take it after the payment's lock (fixed order: payment, then refund).
+            query = query.with_for_update()
+        return (await self.session.scalars(query.execution_options(populate_existing=True))).first()
+
+    async def get_by_reference(self, reference: str) -> Refund | None:
+        query = select(Refund).where(Refund.gateway_reference == reference)
+        return (await self.session.scalars(query)).first()
+
+    async def outstanding_total(self, payment_id: str) -> int:
+        """Sum of the payment's succeeded and pending refunds (what is no longer refundable)."""
+        query = select(func.coalesce(func.sum(Refund.amount), 0)).where(
+            Refund.payment_id == payment_id, Refund.status.in_(sorted(OUTSTANDING))
+        )
+        return int(await self.session.scalar(query) or 0)
+
+    async def list_for_payment(
+        self, payment_id: str, *, limit: int, starting_after: str | None
+    ) -> Page[Refund]:
+        query = select(Refund).where(Refund.payment_id == payment_id)
+        if starting_after is not None:
+            cursor = await self.session.get(Refund, starting_after)
+            if cursor is None or cursor.payment_id != payment_id:
+                raise InvalidRequest("No such cursor", param="starting_after")
+            query = query.where(
+                or_(
+                    Refund.created_at < cursor.created_at,
+                    and_(Refund.created_at == cursor.created_at, Refund.id < cursor.id),
+                )
+            )
+        query = query.order_by(Refund.created_at.desc(), Refund.id.desc()).limit(limit + 1)
+        rows = list(await self.session.scalars(query))
+        return Page(items=rows[:limit], has_more=len(rows) > limit)
+
+    async def stale_pending(self, before: dt.datetime, *, limit: int) -> Sequence[Refund]:
+        """Pending refunds whose gateway call was handed off before `before` (oldest first)."""
+        query = (
+            select(Refund)
+            .where(Refund.status == RefundStatus.PENDING, Refund.pending_since < before)
+            .order_by(Refund.pending_since, Refund.id)
+            .limit(limit)
+        )
+        return list(await self.session.scalars(query))

@@ -1,0 +1,67 @@
+"""Refund request schemas (validation and OpenAPI) and the refund object's rendering."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from paysvc.clock import rfc3339
+from paysvc.money import MAX_AMOUNT
+from paysvc.refunds.models import Refund
+from paysvc.refunds.states import RefundStatus
+from paysvc.schemas import StrictInt, metadata_field
+
+
+class RefundReason(enum.StrEnum):
+    REQUESTED_BY_CUSTOMER = "requested_by_customer"
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+
+
+REFUND_REASONS = tuple(r.value for r in RefundReason)
+
+
+class CreateRefundRequest(Schema):
+    amount = StrictInt(
+        validate=validate.Range(min=1, max=MAX_AMOUNT),
+        metadata={
+            "description": "Integer in the currency's minor unit; "
+            "defaults to all that remains refundable"
+        },
+    )
+    reason = fields.String(validate=validate.OneOf(REFUND_REASONS))
+    metadata = metadata_field()
+
+
+class RefundOut(Schema):
+    """The refund object (documentation of the rendered shape)."""
+
+    id = fields.String(metadata={"example": "re_7kQ…"})
+    object = fields.Constant("refund")
+    payment_id = fields.String()
+    amount = fields.Integer()
+    currency = fields.String()
+    status = fields.String(validate=validate.OneOf([s.value for s in RefundStatus]))
+    reason = fields.String(allow_none=True, validate=validate.OneOf(REFUND_REASONS))
+    failure_reason = fields.String(allow_none=True)
+    metadata = fields.Dict()
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+def render_refund(refund: Refund) -> dict[str, Any]:
+    return {
+        "id": refund.id,
+        "object": "refund",
+        "payment_id": refund.payment_id,
+        "amount": refund.amount,
+        "currency": refund.currency,
+        "status": refund.status,
+        "reason": refund.reason,
+        "failure_reason": refund.failure_reason,
+        "metadata": refund.meta or {},
+        "created_at": rfc3339(refund.created_at),
+        "updated_at": rfc3339(refund.updated_at),
+    }

@@ -1,0 +1,56 @@
+"""Refund endpoints: parse, call one service method, render."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from paysvc.refunds.schemas import CreateRefundRequest, RefundOut, render_refund
+from paysvc.refunds.service import NewRefund
+from paysvc.schemas import ListQueryArgs
+from paysvc.web.io import actor, container, doc, json_response, list_body, with_body, with_query
+from paysvc.web.keys import BODY, QUERY
+
+routes = web.RouteTableDef()
+TAG = ["refunds"]
+
+
+@doc(
+    tags=TAG,
+    summary="Refund a captured payment, fully or partially (service, admin)",
+    description="`amount` defaults to all that remains refundable (captured minus succeeded and "
+    "pending refunds); more → 422 amount_exceeds_refundable. A payment that is not captured → "
+    "409. 201 with the refund `succeeded`, `failed` (the gateway refused it) or `pending` (the "
+    "gateway's answer was lost; reconciliation settles it).",
+    responds=RefundOut,
+    status=201,
+)
+@routes.post("/payments/{id}/refunds")
+@with_body(CreateRefundRequest)
+async def create_refund(request: web.Request) -> web.Response:
+    refund = await container(request).refunds.create(
+        actor(request), request.match_info["id"], NewRefund(**request[BODY])
+    )
+    return json_response(render_refund(refund), status=201)
+
+
+@doc(tags=TAG, summary="List a payment's refunds, newest first (owner, service, admin)")
+@routes.get("/payments/{id}/refunds")
+@with_query(ListQueryArgs)
+async def list_refunds(request: web.Request) -> web.Response:
+    query = request[QUERY]
+    page = await container(request).refunds.list(
+        actor(request),
+        request.match_info["id"],
+        limit=query["limit"],
+        starting_after=query["starting_after"],
+    )
+    return json_response(list_body([render_refund(r) for r in page.items], page.has_more))
+
+
+@doc(
+    tags=TAG, summary="Retrieve a refund (owner of the payment, service, admin)", responds=RefundOut
+)
+@routes.get("/refunds/{id}")
+async def get_refund(request: web.Request) -> web.Response:
+    refund = await container(request).refunds.get(actor(request), request.match_info["id"])
+    return json_response(render_refund(refund))

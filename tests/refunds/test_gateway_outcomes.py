@@ -1,0 +1,169 @@
+"""A refund whose gateway answer is lost stays pending (and counts against what is refundable)
+until reconciliation settles it; a gateway that certainly did nothing fails the refund."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from paysvc.bootstrap import Container
+from paysvc.gateways.base import (
+    GatewayError,
+    GatewayRefund,
+    GatewayRejected,
+    GatewayUnavailable,
+    OutcomeUnknown,
+    RefundRequest,
+)
+from paysvc.gateways.failover import FailoverGateway
+from paysvc.gateways.registry import Gateways
+from paysvc.refunds.service import RefundService
+from paysvc.web.app import create_app
+from tests.conftest import SERVICE, Api
+from tests.refunds.helpers import assert_books_agree, books, refund
+
+
+class StepClock:
+    def __init__(self) -> None:
+        self.value = dt.datetime.now(dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return self.value
+
+
+class Troubled:
+    """The sandbox gateway, except that refunds run into `failure`: after the sandbox did the
+    refund (`reached=True`: the answer was lost) or before it got there."""
+
+    def __init__(self, inner: Any, failure: type[GatewayError], *, reached: bool) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.failure = failure
+        self.reached = reached
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def refund(self, request: RefundRequest) -> GatewayRefund:
+        if self.reached:
+            await self.inner.refund(request)
+        raise self.failure("simulated")
+
+
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+def troubled(aiohttp_client: Factory, container: Container) -> Callable[..., Any]:
+    """An Api whose refunds go through a troubled gateway."""
+
+    async def build(
+        failure: type[GatewayError], *, reached: bool, clock: StepClock | None = None
+    ) -> Api:
+        gateway = Troubled(container.gateways.for_payment("sandbox"), failure, reached=reached)
+        gateways = Gateways(FailoverGateway([gateway], container.clock))
+        service = RefundService(
+            container.db, gateways, clock or container.clock, container.audit, container.payments
+        )
+        app = create_app(dataclasses.replace(container, refunds=service), own_container=False)
+        return Api(await aiohttp_client(app))
+
+    return build
+
+
+async def test_lost_answer_stays_pending_then_reconciles(
+    api: Api, container: Container, troubled: Callable[..., Any]
+) -> None:
+    payment = await api.paid()
+    flaky = await troubled(OutcomeUnknown, reached=True)
+    pending = await refund(flaky, payment["id"], amount=500)
+    assert pending["status"] == "pending"
+    still = await api.get(f"/payments/{payment['id']}")
+    assert (still["status"], still["amount_refunded"]) == ("captured", 0)
+    # The pending 500 counts against what is refundable.
+    error = await refund(api, payment["id"], amount=1500, status=422)
+    assert error["error"]["code"] == "amount_exceeds_refundable"
+    assert (await refund(api, payment["id"], amount=1499))["status"] == "succeeded"
+
+    settled = await container.refunds.reconcile(pending["id"])
+    assert settled.status == "succeeded"
+    assert (await container.refunds.reconcile(pending["id"])).status == "succeeded"  # once
+    after = await api.get(f"/payments/{payment['id']}")
+    assert (after["status"], after["amount_refunded"]) == ("refunded", 1999)
+    assert (await api.get(f"/refunds/{pending['id']}"))["status"] == "succeeded"
+    assert_books_agree(await books(container, payment["id"]))
+
+
+async def test_call_that_never_arrived_is_resent_when_stale(
+    api: Api, container: Container, troubled: Callable[..., Any]
+) -> None:
+    payment = await api.paid()
+    clock = StepClock()
+    flaky = await troubled(OutcomeUnknown, reached=False, clock=clock)
+    pending = await refund(flaky, payment["id"], amount=700)
+    assert pending["status"] == "pending"
+    reconciler = RefundService(
+        container.db, container.gateways, clock, container.audit, container.payments
+    )
+    assert [r.id for r in await reconciler.stale_pending()] == []
+    assert (await reconciler.reconcile(pending["id"])).status == "pending"  # maybe in flight
+    clock.value += dt.timedelta(seconds=61)
+    assert [r.id for r in await reconciler.stale_pending()] == [pending["id"]]
+    assert (await reconciler.reconcile(pending["id"])).status == "succeeded"
+    after = await api.get(f"/payments/{payment['id']}")
+    assert (after["status"], after["amount_refunded"]) == ("partially_refunded", 700)
+    assert_books_agree(await books(container, payment["id"]))
+
+
+async def test_webhook_style_settlement_in_callers_unit_of_work(
+    api: Api, container: Container, troubled: Callable[..., Any]
+) -> None:
+    payment = await api.paid()
+    flaky = await troubled(OutcomeUnknown, reached=True)
+    pending = await refund(flaky, payment["id"], amount=300)
+    truth = await container.gateways.primary.find_refund(pending["id"])
+    assert truth is not None
+    async with container.db.transaction() as session:
+        unknown = await container.refunds.apply_gateway_refund(session, truth)
+        assert unknown is None  # our row has no gateway reference yet: found by id only
+        settled = await container.refunds.apply_gateway_refund(
+            session, truth, refund_id=pending["id"]
+        )
+        assert settled is not None and settled.status == "succeeded"
+    async with container.db.transaction() as session:
+        again = await container.refunds.apply_gateway_refund(session, truth)
+        assert again is not None and again.status == "succeeded"  # by reference, no change
+    after = await api.get(f"/payments/{payment['id']}")
+    assert after["amount_refunded"] == 300
+    assert_books_agree(await books(container, payment["id"]))
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code", "reason"),
+    [
+        (GatewayUnavailable, 503, "gateway_unavailable", "gateway_unavailable"),
+        (GatewayRejected, 422, "gateway_rejected", "gateway_rejected"),
+    ],
+)
+async def test_gateway_that_did_nothing_fails_the_refund(
+    api: Api,
+    container: Container,
+    troubled: Callable[..., Any],
+    failure: type[GatewayError],
+    status: int,
+    code: str,
+    reason: str,
+) -> None:
+    payment = await api.paid()
+    down = await troubled(failure, reached=False)
+    error = await down.post(f"/payments/{payment['id']}/refunds", {"amount": 400}, SERVICE, status)
+    assert error["error"]["code"] == code
+    listed = await api.get(f"/payments/{payment['id']}/refunds")
+    assert [(r["status"], r["failure_reason"]) for r in listed["data"]] == [("failed", reason)]
+    # Nothing happened, so everything is refundable again.
+    assert (await refund(api, payment["id"]))["amount"] == 1999
+    assert_books_agree(await books(container, payment["id"]))
