@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from paysvc.errors import InvalidRequest
+
 MIN_PAN_DIGITS = 13
 MAX_PAN_DIGITS = 19
 
@@ -184,3 +186,14 @@ def _children(value: object) -> Iterator[tuple[bool, str, object]]:
     elif isinstance(value, list | tuple):
         for index, child in enumerate(value):
             yield False, str(index), child
+
+
+def reject_card_data(body: object) -> None:
+    """Strict PCI mode: raise 422 `raw_card_data` naming the offending path (never the value)."""
+    path = find_card_data(body)
+    if path is not None:
+        raise InvalidRequest(
+            "Raw card data is not accepted: send a payment method token (e.g. pm_card_visa)",
+            code="raw_card_data",
+            param=path,
+        )

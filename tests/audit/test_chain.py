@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit import chain
@@ -19,7 +19,7 @@ from paysvc.auth.principal import Actor, Role
 from paysvc.db.engine import Database
 from paysvc.errors import InvalidRequest
 from paysvc.keys.keyring import Keyring
-from tests._schema import sqlite_database
+from tests._schema import database_url
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(32, 64))
@@ -37,8 +37,14 @@ class StepClock:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await sqlite_database(tmp_path / "audit.db", Keyring(KEY1))
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    async with database_url(tmp_path) as fresh:
+        yield fresh
+
+
+@pytest.fixture
+async def db(url: str) -> AsyncIterator[Database]:
+    database = Database(url, Keyring(KEY1))
     yield database
     await database.dispose()
 
@@ -114,14 +120,18 @@ async def test_sealing_continues_the_chain(db: Database) -> None:
         ("actor_id", "someone_else"),
         ("outcome", "denied"),
         ("request_id", None),
-        ("occurred_at", "2026-11-26 10:00:09.123456"),
+        ("occurred_at", T0 + dt.timedelta(seconds=9)),
     ],
 )
 async def test_edited_entry_is_named(db: Database, column: str, value: object) -> None:
     ids = await write_entries(db, 5)
     await chain.seal_pending(db, db.keyring)
-    sql = f"UPDATE audit_entries SET {column} = :v WHERE id = :id"  # noqa: S608 - test input
-    await execute(db, sql, v=value, id=ids[2])
+    table = AuditEntry.__table__
+
+    async def edit(session: AsyncSession) -> None:
+        await session.execute(update(table).where(table.c.id == ids[2]).values({column: value}))
+
+    await db.run(edit)
     result = await chain.verify(db, db.keyring, now=T0)
     assert not result.ok
     assert result.first_bad == ids[2]
@@ -241,8 +251,8 @@ async def test_unsealed_entry_past_grace_is_reported(db: Database) -> None:
     assert (await chain.verify(db, db.keyring, now=late)).ok
 
 
-async def test_concurrent_sealers_build_one_chain(db: Database, tmp_path: Path) -> None:
-    other = Database(f"sqlite:///{tmp_path / 'audit.db'}", Keyring(KEY1))
+async def test_concurrent_sealers_build_one_chain(db: Database, url: str) -> None:
+    other = Database(url, Keyring(KEY1))
     try:
         for _ in range(5):
             await write_entries(db, 20)
@@ -258,10 +268,10 @@ async def test_concurrent_sealers_build_one_chain(db: Database, tmp_path: Path) 
         await other.dispose()
 
 
-async def test_chain_survives_key_rotation(db: Database, tmp_path: Path) -> None:
+async def test_chain_survives_key_rotation(db: Database, url: str) -> None:
     await write_entries(db, 3)
     await chain.seal_pending(db, db.keyring)
-    rotated = Database(f"sqlite:///{tmp_path / 'audit.db'}", Keyring(KEY2, retired=(KEY1,)))
+    rotated = Database(url, Keyring(KEY2, retired=(KEY1,)))
     try:
         await write_entries(rotated, 2, StepClock(T0 + dt.timedelta(minutes=1)))
         assert await chain.seal_pending(rotated, rotated.keyring) == 2

@@ -19,7 +19,7 @@ from paysvc.db.engine import Database
 from paysvc.keys import repository, service
 from paysvc.keys.keyring import DecryptionError, Keyring
 from paysvc.payments.models import Payment
-from tests._schema import sqlite_database
+from tests._schema import database_url
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(32, 64))
@@ -30,20 +30,21 @@ OPERATOR = Actor(id="ops_1", role=Role.ADMIN, origin="cli")
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "keys.db"
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    async with database_url(tmp_path) as fresh:
+        yield fresh
 
 
 @pytest.fixture
-async def old_db(path: Path) -> AsyncIterator[Database]:
-    database = await sqlite_database(path, Keyring(KEY1))
+async def old_db(url: str) -> AsyncIterator[Database]:
+    database = Database(url, Keyring(KEY1))
     yield database
     await database.dispose()
 
 
 @pytest.fixture
-async def new_db(path: Path, old_db: Database) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{path}", Keyring(KEY2, retired=(KEY1,)))
+async def new_db(url: str, old_db: Database) -> AsyncIterator[Database]:
+    database = Database(url, Keyring(KEY2, retired=(KEY1,)))
     yield database
     await database.dispose()
 
@@ -120,7 +121,7 @@ async def add_payments_without_optional(db: Database) -> None:
 
 
 async def test_rotate_then_new_key_alone_reads_everything(
-    old_db: Database, new_db: Database, path: Path
+    old_db: Database, new_db: Database, url: str
 ) -> None:
     await add_payments(old_db, 5)
     await chain.seal_pending(old_db, old_db.keyring)
@@ -142,7 +143,7 @@ async def test_rotate_then_new_key_alone_reads_everything(
     # the setup entry, three re-encryption batches, one re-MAC batch
     assert await service.audit_key_usage(new_db) == {KID2: 5}
 
-    alone = Database(f"sqlite:///{path}", Keyring(KEY2))
+    alone = Database(url, Keyring(KEY2))
     try:
         assert await load_all(alone) == expected
         assert (await chain.verify(alone, alone.keyring)).ok
@@ -213,9 +214,9 @@ async def add_payments_one(db: Database, i: int) -> None:
     await db.run(work)
 
 
-async def test_two_rotations_at_once(old_db: Database, new_db: Database, path: Path) -> None:
+async def test_two_rotations_at_once(old_db: Database, new_db: Database, url: str) -> None:
     await add_payments(old_db, 10)
-    other = Database(f"sqlite:///{path}", Keyring(KEY2, retired=(KEY1,)))
+    other = Database(url, Keyring(KEY2, retired=(KEY1,)))
     try:
         counts = await asyncio.gather(
             service.rotate(new_db, batch_size=3), service.rotate(other, batch_size=3)

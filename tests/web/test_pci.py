@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import pytest
 
+from paysvc.errors import InvalidRequest
 from paysvc.web.pci import (
     card_number_spans,
     find_card_data,
     is_sensitive_field_name,
     luhn_valid,
+    reject_card_data,
 )
 
 STRIPE_TEST_PANS = [
@@ -138,3 +140,12 @@ def test_spans_for_redaction() -> None:
     text = "a 4242 4242 4242 4242 b 378282246310005"
     spans = list(card_number_spans(text))
     assert [text[s:e] for s, e in spans] == ["4242 4242 4242 4242", "378282246310005"]
+
+
+def test_reject_card_data_error() -> None:
+    reject_card_data({"order_id": "1042", "metadata": {"ref": "123456789012"}})
+    with pytest.raises(InvalidRequest) as caught:
+        reject_card_data({"metadata": {"note": "4242 4242 4242 4242"}})
+    error = caught.value
+    assert (error.http_status, error.code, error.param) == (422, "raw_card_data", "$.metadata.note")
+    assert "4242" not in error.message
