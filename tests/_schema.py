@@ -52,7 +52,7 @@ async def _admin(url: str, statement: str) -> None:
 
 
 @asynccontextmanager
-async def database_url(tmp_path: Path) -> AsyncIterator[str]:
+async def fresh_database(tmp_path: Path) -> AsyncIterator[str]:
     """A URL to a fresh database with all tables; dropped afterwards on PostgreSQL."""
     if BACKEND != "postgresql":
         url = f"sqlite:///{tmp_path / 'test.db'}"

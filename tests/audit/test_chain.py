@@ -19,7 +19,7 @@ from paysvc.auth.principal import Actor, Role
 from paysvc.db.engine import Database
 from paysvc.errors import InvalidRequest
 from paysvc.keys.keyring import Keyring
-from tests._schema import database_url
+from tests._schema import fresh_database
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(32, 64))
@@ -38,7 +38,7 @@ class StepClock:
 
 @pytest.fixture
 async def url(tmp_path: Path) -> AsyncIterator[str]:
-    async with database_url(tmp_path) as fresh:
+    async with fresh_database(tmp_path) as fresh:
         yield fresh
 
 

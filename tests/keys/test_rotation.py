@@ -19,7 +19,7 @@ from paysvc.db.engine import Database
 from paysvc.keys import repository, service
 from paysvc.keys.keyring import DecryptionError, Keyring
 from paysvc.payments.models import Payment
-from tests._schema import database_url
+from tests._schema import fresh_database
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(32, 64))
@@ -31,7 +31,7 @@ OPERATOR = Actor(id="ops_1", role=Role.ADMIN, origin="cli")
 
 @pytest.fixture
 async def url(tmp_path: Path) -> AsyncIterator[str]:
-    async with database_url(tmp_path) as fresh:
+    async with fresh_database(tmp_path) as fresh:
         yield fresh
 
 
