@@ -168,7 +168,9 @@ async def test_delete_and_renumber_is_caught(db: Database) -> None:
     ids = await write_entries(db, 4)
     await chain.seal_pending(db, db.keyring)
     await execute(db, "DELETE FROM audit_entries WHERE id = :id", id=ids[1])
-    await execute(db, "UPDATE audit_entries SET seq = seq - 1 WHERE seq > 2")
+    # (two steps: PostgreSQL checks the unique seq row by row during one UPDATE)
+    await execute(db, "UPDATE audit_entries SET seq = -seq WHERE seq > 2")
+    await execute(db, "UPDATE audit_entries SET seq = -seq - 1 WHERE seq < 0")
     result = await chain.verify(db, db.keyring, now=T0)
     assert (result.ok, result.first_bad) == (False, ids[2])
 
