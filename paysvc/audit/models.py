@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import BigInteger, Index, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, Index, String, Text, event
+from sqlalchemy.orm import Mapped, mapped_column, object_session
 
+from paysvc.audit.integrity import fields_of, pending_mac
 from paysvc.db.base import Base, UTCDateTime
+from paysvc.keys.keyring import Keyring
 
 
 class AuditEntry(Base):
@@ -29,6 +32,25 @@ class AuditEntry(Base):
     origin: Mapped[str] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[str] = mapped_column(Text, default="{}")
-    # Filled by the sealer just after commit: position in the chain and its keyed MAC.
+    # `mac` is stamped at insert (a pending MAC, see below); the sealer, just after commit, sets
+    # `seq` (the position in the chain) and replaces `mac` with the chained MAC.
     seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     mac: Mapped[str | None] = mapped_column(String(64))
+
+
+@event.listens_for(AuditEntry, "before_insert")
+def _stamp_pending_mac(_mapper: Any, _connection: Any, entry: AuditEntry) -> None:
+    """MAC every new entry in its own transaction, under the active key, before it has a seq.
+
+    The sealer only chains entries whose stamp verifies, so a row inserted straight into the
+    database (without the keys) is never sealed and `verify` reports it.
+    """
+    if entry.seq is not None:
+        return
+    session = object_session(entry)
+    keyring = session.info.get("keyring") if session is not None else None
+    if not isinstance(keyring, Keyring):
+        raise RuntimeError("session has no keyring: build sessions through paysvc.db.Database")
+    if entry.details is None:
+        entry.details = "{}"
+    entry.mac = pending_mac(keyring, keyring.active_id, fields_of(entry))

@@ -34,11 +34,16 @@ class Keyring:
     def key_ids(self) -> tuple[str, ...]:
         return tuple(self._keys)
 
-    def derive(self, purpose: str) -> bytes:
-        """A subkey for another purpose (the audit MAC), never stored anywhere."""
-        return hashlib.sha256(
-            b"paysvc-derive:" + purpose.encode() + b":" + self._raw[self.active_id]
-        ).digest()
+    def derive(self, purpose: str, key_id: str | None = None) -> bytes:
+        """A subkey for another purpose (the audit MAC), never stored anywhere.
+
+        Derived from the active key, or from the key `key_id` (active or retired) so that values
+        made under a retired key (audit MACs) can still be checked after a rotation.
+        """
+        kid = self.active_id if key_id is None else key_id
+        if kid not in self._raw:
+            raise DecryptionError(f"no key {kid!r} to derive from")
+        return hashlib.sha256(b"paysvc-derive:" + purpose.encode() + b":" + self._raw[kid]).digest()
 
     def encrypt(self, plaintext: str, associated: str) -> str:
         nonce = os.urandom(12)

@@ -1,0 +1,353 @@
+"""The tamper-evident audit chain: sealing, verification, export.
+
+Design
+------
+Entries are written in the caller's transaction (`AuditLog.record`) and, at insert, stamped with
+a *pending MAC* over all their fields (see `audit.models`). Just after commit (and periodically),
+`seal_pending` chains them: in one write unit of work it takes the unsealed entries in
+(occurred_at, id) order, checks each pending MAC, and gives each a `seq` (last + 1) and a sealed
+MAC = HMAC-SHA256(K, link || canonical(fields, seq)), where `link` = SHA-256 of the canonical
+bytes of the previous entry (seq - 1). Sealers are serialized by the SQLite write lock
+(BEGIN IMMEDIATE) or a PostgreSQL advisory lock; `seq` is also unique in the schema.
+
+What `verify` catches, for someone with write access to the database but not the keys:
+- an edited entry: its MAC no longer matches (and the next entry's link neither);
+- a deleted entry: a gap in `seq` (or a missing first entry) at the next one;
+- an inserted entry: it cannot carry a valid MAC, sealed or pending; a row inserted unsealed is
+  never sealed (its pending MAC fails) and is reported; a legitimate entry left unsealed for
+  longer than the grace period is reported too;
+- reordering or renumbering: `seq` is inside the MAC.
+What no chain without an outside anchor catches: cutting entries off the *end*. `verify` returns
+the head (`last_seq`, `last_id`); record it elsewhere (the operator's log, monitoring) to close
+that gap.
+
+The chain key and key rotation
+------------------------------
+K = `keyring.derive("audit-chain", key_id)`: derived from a service key, never stored. Every MAC
+is stored as "<key id>:<tag>", so it names the key it was made with, and the verifier derives K
+for that id from the keyring (active or retired keys). New MACs always use the active key.
+
+The link between entries is a key-independent digest (not the previous MAC), so each entry's MAC
+can be recomputed on its own: `keys rotate` re-MACs sealed entries under the new active key, in
+small batches, resumably, after checking each entry's current MAC under its old key (a tampered
+entry is left as it is, never laundered). Once `keys status` shows no value and no MAC under a
+retired key, that key can be dropped. Until then an old key keeps verifying the entries it
+MACed, so rotating never breaks `audit verify`.
+
+Rejected alternatives: deriving from the active key alone breaks every MAC at rotation; a
+separate never-rotated chain key (or one wrapped and stored in the database) would not follow
+the service keys and would stay valid forever after a leak; chaining previous MACs would make
+re-MACing one entry invalidate all later ones, so rotation could not be batched or resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
+
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paysvc.audit import repository
+from paysvc.audit.integrity import (
+    FIELDS,
+    check_pending,
+    check_sealed,
+    fields_of,
+    link,
+    sealed_mac,
+)
+from paysvc.audit.models import AuditEntry
+from paysvc.clock import rfc3339
+from paysvc.db.engine import Database
+from paysvc.keys.keyring import Keyring
+
+log = logging.getLogger(__name__)
+
+SEAL_BATCH = 500
+DEFAULT_GRACE = dt.timedelta(minutes=5)
+EXPORT_COLUMNS = ("seq", *FIELDS, "mac")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    first_bad: str | None = None
+    problem: str | None = None
+    last_seq: int | None = None  # head of the chain: record it outside to detect truncation
+    last_id: str | None = None
+
+
+# --- sealing ---------------------------------------------------------------------------------
+
+
+async def seal_pending(db: Database, keyring: Keyring, *, batch_size: int = SEAL_BATCH) -> int:
+    """Chain every unsealed entry; returns how many were sealed. Safe to run concurrently."""
+    total = 0
+    cursor: tuple[dt.datetime, str] | None = None
+    while True:
+
+        async def work(
+            session: AsyncSession, after: tuple[dt.datetime, str] | None = cursor
+        ) -> tuple[int, tuple[dt.datetime, str] | None, bool]:
+            return await _seal_batch(session, keyring, after, batch_size)
+
+        sealed, cursor, more = await db.run(work)
+        total += sealed
+        if not more:
+            return total
+
+
+async def _seal_batch(
+    session: AsyncSession,
+    keyring: Keyring,
+    after: tuple[dt.datetime, str] | None,
+    limit: int,
+) -> tuple[int, tuple[dt.datetime, str] | None, bool]:
+    await repository.lock_chain(session)
+    previous = await repository.last_sealed(session)
+    batch = await repository.unsealed_batch(session, after, limit)
+    sealed = 0
+    for entry in batch:
+        fields = fields_of(entry)
+        problem = check_pending(keyring, entry.mac, fields)
+        if problem is not None:
+            # Not written by the service (or its stamp was altered): never chain it.
+            log.warning("audit entry %s left unsealed: %s", entry.id, problem)
+            continue
+        seq = 1 if previous is None or previous.seq is None else previous.seq + 1
+        chain_link = (
+            link(None, None) if previous is None else link(fields_of(previous), previous.seq)
+        )
+        entry.seq = seq
+        entry.mac = sealed_mac(keyring, keyring.active_id, fields, seq, chain_link)
+        previous = entry
+        sealed += 1
+    await session.flush()
+    cursor = (batch[-1].occurred_at, batch[-1].id) if batch else after
+    return sealed, cursor, len(batch) == limit
+
+
+class AuditSealer:
+    """Background sealer: `wake()` after a commit (cheap, never blocks), seals at least every
+    `interval` seconds. Run `run()` as a task for the lifetime of the app; one per process is
+    enough, several processes are safe."""
+
+    def __init__(self, db: Database, keyring: Keyring, interval: float = 5.0) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.interval = interval
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            self._wake.clear()
+            try:
+                await seal_pending(self.db, self.keyring)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sealing the audit chain failed; will retry")
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+async def verify(
+    db: Database,
+    keyring: Keyring,
+    *,
+    grace: dt.timedelta = DEFAULT_GRACE,
+    now: dt.datetime | None = None,
+) -> VerifyResult:
+    """Walk the whole chain in seq order (streaming), then the unsealed entries."""
+    now = now or dt.datetime.now(dt.UTC)
+    checked = 0
+    async with db.transaction(write=False) as session:
+        previous: RowMapping | None = None
+        async for row in repository.stream_sealed(session):
+            checked += 1
+            problem = _chain_problem(keyring, row, previous)
+            if problem is not None:
+                return VerifyResult(False, checked, row["id"], problem)
+            previous = row
+        last_seq = previous["seq"] if previous is not None else None
+        last_id = previous["id"] if previous is not None else None
+        async for row in repository.stream_unsealed(session):
+            checked += 1
+            fields = fields_of(row)
+            problem = check_pending(keyring, row["mac"], fields)
+            if problem is not None:
+                return VerifyResult(
+                    False,
+                    checked,
+                    row["id"],
+                    f"unsealed entry with a bad pending MAC ({problem}): inserted or edited "
+                    "outside the service",
+                    last_seq,
+                    last_id,
+                )
+            occurred_at: dt.datetime = row["occurred_at"]
+            if occurred_at < now - grace:
+                return VerifyResult(
+                    False,
+                    checked,
+                    row["id"],
+                    f"entry still unsealed {now - occurred_at} after it was written "
+                    "(is the sealer running?)",
+                    last_seq,
+                    last_id,
+                )
+    return VerifyResult(True, checked, None, None, last_seq, last_id)
+
+
+def _chain_problem(keyring: Keyring, row: RowMapping, previous: RowMapping | None) -> str | None:
+    seq: int = row["seq"]
+    expected_seq = 1 if previous is None else previous["seq"] + 1
+    if seq != expected_seq:
+        return (
+            f"gap in the chain: expected seq {expected_seq}, found {seq} "
+            f"(entries deleted before this one)"
+        )
+    fields = fields_of(row)
+    chain_link = link(None, None) if previous is None else link(fields_of(previous), seq - 1)
+    problem = check_sealed(keyring, row["mac"], fields, seq, chain_link)
+    if problem is not None:
+        return (
+            f"{problem} at seq {seq}: entry edited or forged, or the entry before it was replaced"
+        )
+    return None
+
+
+# --- key rotation support --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RemacBatch:
+    changed: int
+    skipped: int  # entries whose current MAC does not verify: left for `verify` to report
+    last_seq: int | None  # cursor for the next batch; None when nothing was left
+
+
+async def remac_batch(
+    session: AsyncSession, keyring: Keyring, *, after_seq: int, limit: int
+) -> RemacBatch:
+    """Re-MAC up to `limit` sealed entries not yet under the active key (in the caller's unit of
+    work). Each entry's current MAC is checked under its own key first."""
+    entries = await repository.sealed_not_under_key(session, keyring.active_id, after_seq, limit)
+    if not entries:
+        return RemacBatch(0, 0, None)
+    previous = await repository.by_seq(session, (e.seq - 1 for e in entries if e.seq))
+    changed = skipped = 0
+    for entry in entries:
+        seq = entry.seq
+        assert seq is not None
+        before = previous.get(seq - 1)
+        if seq > 1 and before is None:
+            skipped += 1
+            continue
+        chain_link = link(None, None) if before is None else link(fields_of(before), seq - 1)
+        fields = fields_of(entry)
+        problem = check_sealed(keyring, entry.mac, fields, seq, chain_link)
+        if problem is not None:
+            log.warning("audit entry %s not re-MACed: %s", entry.id, problem)
+            skipped += 1
+            continue
+        entry.mac = sealed_mac(keyring, keyring.active_id, fields, seq, chain_link)
+        changed += 1
+    await session.flush()
+    return RemacBatch(changed, skipped, entries[-1].seq)
+
+
+async def count_to_remac(session: AsyncSession, keyring: Keyring) -> int:
+    return await repository.count_sealed_not_under_key(session, keyring.active_id)
+
+
+async def key_usage(db: Database) -> dict[str, int]:
+    """Sealed audit MACs per key id (a key still listed here is needed by `audit verify`)."""
+    async with db.transaction(write=False) as session:
+        return await repository.mac_key_usage(session)
+
+
+# --- export and listing ----------------------------------------------------------------------
+
+
+def _export_record(row: RowMapping) -> dict[str, Any]:
+    record = {name: row[name] for name in EXPORT_COLUMNS}
+    record["occurred_at"] = rfc3339(row["occurred_at"])
+    return record
+
+
+async def export(
+    db: Database,
+    out: TextIO,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    fmt: Literal["jsonl", "csv"] = "jsonl",
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write entries with since <= occurred_at < until, oldest first; returns the count.
+
+    jsonl: one object per line, `details` as a JSON object. csv: a header row, then one row per
+    entry, `details` as its JSON text. Streams in constant memory; `progress(count)` is called
+    every few hundred rows and at the end.
+    """
+    if fmt not in ("jsonl", "csv"):
+        raise ValueError(f"unknown export format {fmt!r}")
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(EXPORT_COLUMNS)
+    count = 0
+    async with db.transaction(write=False) as session:
+        async for row in repository.stream_between(session, since, until):
+            record = _export_record(row)
+            if writer is not None:
+                writer.writerow(["" if record[c] is None else record[c] for c in EXPORT_COLUMNS])
+            else:
+                try:
+                    record["details"] = json.loads(record["details"])
+                except (TypeError, ValueError):
+                    pass  # export what is stored, even if it is not JSON
+                out.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
+            count += 1
+            if progress is not None and count % repository.STREAM_CHUNK == 0:
+                progress(count)
+    if progress is not None:
+        progress(count)
+    return count
+
+
+async def list_entries(
+    session: AsyncSession,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    resource_id: str | None = None,
+    actor_id: str | None = None,
+    limit: int = 20,
+    starting_after: str | None = None,
+) -> tuple[list[AuditEntry], bool]:
+    """`GET /admin/audit`: a page newest first, and has_more. See `repository.list_entries`."""
+    return await repository.list_entries(
+        session,
+        since=since,
+        until=until,
+        resource_id=resource_id,
+        actor_id=actor_id,
+        limit=limit,
+        starting_after=starting_after,
+    )

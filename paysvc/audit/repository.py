@@ -1,0 +1,172 @@
+"""All SQL for the audit trail: the sealer's queries, streaming reads, the admin list."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select, text
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paysvc.audit.integrity import KEY_ID_LENGTH
+from paysvc.audit.models import AuditEntry
+from paysvc.errors import InvalidRequest
+
+STREAM_CHUNK = 500
+# pg_advisory_xact_lock key for "sealing the audit chain" (b"paysvc\x00\x01" as an int64).
+CHAIN_LOCK_KEY = 0x7061797376630001
+_TABLE = AuditEntry.__table__
+
+
+async def lock_chain(session: AsyncSession) -> None:
+    """Serialize sealers until the transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: the write unit of work already holds
+    the database write lock (BEGIN IMMEDIATE), so there is nothing more to take.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+
+
+async def last_sealed(session: AsyncSession) -> AuditEntry | None:
+    stmt = select(AuditEntry).where(AuditEntry.seq.is_not(None))
+    result = await session.scalars(stmt.order_by(AuditEntry.seq.desc()).limit(1))
+    return result.first()
+
+
+async def unsealed_batch(
+    session: AsyncSession, after: tuple[dt.datetime, str] | None, limit: int
+) -> list[AuditEntry]:
+    """Unsealed entries in (occurred_at, id) order, after a keyset cursor."""
+    stmt = select(AuditEntry).where(AuditEntry.seq.is_(None))
+    if after is not None:
+        stmt = stmt.where(_after(after))
+    stmt = stmt.order_by(AuditEntry.occurred_at, AuditEntry.id).limit(limit)
+    return list((await session.scalars(stmt)).all())
+
+
+def _after(cursor: tuple[dt.datetime, str]) -> Any:
+    occurred_at, entry_id = cursor
+    return or_(
+        AuditEntry.occurred_at > occurred_at,
+        and_(AuditEntry.occurred_at == occurred_at, AuditEntry.id > entry_id),
+    )
+
+
+async def _stream(session: AsyncSession, stmt: Select[Any]) -> AsyncIterator[RowMapping]:
+    result = await session.stream(stmt.execution_options(yield_per=STREAM_CHUNK))
+    async for row in result.mappings():
+        yield row
+
+
+def stream_sealed(session: AsyncSession) -> AsyncIterator[RowMapping]:
+    """Every sealed entry, as plain rows, in seq order (constant memory)."""
+    stmt = select(_TABLE).where(_TABLE.c.seq.is_not(None)).order_by(_TABLE.c.seq)
+    return _stream(session, stmt)
+
+
+def stream_unsealed(session: AsyncSession) -> AsyncIterator[RowMapping]:
+    stmt = select(_TABLE).where(_TABLE.c.seq.is_(None)).order_by(_TABLE.c.occurred_at, _TABLE.c.id)
+    return _stream(session, stmt)
+
+
+def stream_between(
+    session: AsyncSession, since: dt.datetime | None, until: dt.datetime | None
+) -> AsyncIterator[RowMapping]:
+    """Entries with since <= occurred_at < until, oldest first (for export)."""
+    stmt = select(_TABLE)
+    if since is not None:
+        stmt = stmt.where(_TABLE.c.occurred_at >= since)
+    if until is not None:
+        stmt = stmt.where(_TABLE.c.occurred_at < until)
+    return _stream(session, stmt.order_by(_TABLE.c.occurred_at, _TABLE.c.id))
+
+
+async def sealed_not_under_key(
+    session: AsyncSession, key_id: str, after_seq: int, limit: int
+) -> list[AuditEntry]:
+    """Sealed entries whose MAC was made with another key than `key_id`, in seq order."""
+    stmt = (
+        select(AuditEntry)
+        .where(
+            AuditEntry.seq > after_seq,
+            AuditEntry.mac.is_not(None),
+            ~AuditEntry.mac.startswith(f"{key_id}:", autoescape=True),
+        )
+        .order_by(AuditEntry.seq)
+        .limit(limit)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def count_sealed_not_under_key(session: AsyncSession, key_id: str) -> int:
+    stmt = select(func.count()).where(
+        AuditEntry.seq.is_not(None),
+        AuditEntry.mac.is_not(None),
+        ~AuditEntry.mac.startswith(f"{key_id}:", autoescape=True),
+    )
+    return int(await session.scalar(stmt) or 0)
+
+
+async def by_seq(session: AsyncSession, seqs: Iterable[int]) -> dict[int, AuditEntry]:
+    wanted = sorted(set(seqs))
+    if not wanted:
+        return {}
+    result = await session.scalars(select(AuditEntry).where(AuditEntry.seq.in_(wanted)))
+    return {entry.seq: entry for entry in result if entry.seq is not None}
+
+
+async def mac_key_usage(session: AsyncSession) -> dict[str, int]:
+    """How many sealed entries carry a MAC under each key id."""
+    key_id = func.substr(AuditEntry.mac, 1, KEY_ID_LENGTH)
+    stmt = (
+        select(key_id, func.count())
+        .where(AuditEntry.seq.is_not(None), AuditEntry.mac.is_not(None))
+        .group_by(key_id)
+    )
+    return {str(kid): int(count) for kid, count in (await session.execute(stmt)).tuples()}
+
+
+async def list_entries(
+    session: AsyncSession,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    resource_id: str | None = None,
+    actor_id: str | None = None,
+    limit: int = 20,
+    starting_after: str | None = None,
+) -> tuple[list[AuditEntry], bool]:
+    """A page of entries, newest first (as Stripe lists), and whether more follow.
+
+    `starting_after` is the id of the last entry of the previous page; pagination is a keyset on
+    (occurred_at, id), so pages stay stable while new entries arrive.
+    """
+    limit = max(1, min(limit, 100))
+    stmt = select(AuditEntry)
+    if since is not None:
+        stmt = stmt.where(AuditEntry.occurred_at >= since)
+    if until is not None:
+        stmt = stmt.where(AuditEntry.occurred_at < until)
+    if resource_id is not None:
+        stmt = stmt.where(AuditEntry.resource_id == resource_id)
+    if actor_id is not None:
+        stmt = stmt.where(AuditEntry.actor_id == actor_id)
+    if starting_after is not None:
+        cursor = await session.get(AuditEntry, starting_after)
+        if cursor is None:
+            raise InvalidRequest("No such audit entry to start after", param="starting_after")
+        stmt = stmt.where(
+            or_(
+                AuditEntry.occurred_at < cursor.occurred_at,
+                and_(
+                    AuditEntry.occurred_at == cursor.occurred_at,
+                    AuditEntry.id < cursor.id,
+                ),
+            )
+        )
+    stmt = stmt.order_by(AuditEntry.occurred_at.desc(), AuditEntry.id.desc()).limit(limit + 1)
+    rows = list((await session.scalars(stmt)).all())
+    return rows[:limit], len(rows) > limit

@@ -1,0 +1,97 @@
+"""All SQL for key management: which encrypted values are under which key, and the rows that
+still need re-encryption."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from paysvc.db.base import Base
+from paysvc.db.encrypted import EncryptedModel
+
+# An envelope is "v1:<key id>:<base64>"; key ids are 12 hex characters (see keyring.key_id).
+ENVELOPE_PREFIX = "v1:"
+KEY_ID_LENGTH = 12
+
+
+def encrypted_models() -> list[type[EncryptedModel]]:
+    """Every mapped class with encrypted fields, in table-name order."""
+    models = [
+        mapper.class_
+        for mapper in Base.registry.mappers
+        if issubclass(mapper.class_, EncryptedModel)
+    ]
+    return sorted(models, key=lambda model: str(getattr(model, "__tablename__", "")))
+
+
+def table_name(model: type[EncryptedModel]) -> str:
+    return str(getattr(model, "__tablename__", model.__name__))
+
+
+def _columns(model: type[EncryptedModel]) -> list[InstrumentedAttribute[Any]]:
+    return [getattr(model, field.column) for field in model.__encrypted__.values()]
+
+
+def _primary_key(model: type[EncryptedModel]) -> InstrumentedAttribute[Any]:
+    mapper = next(m for m in Base.registry.mappers if m.class_ is model)
+    (column,) = mapper.primary_key  # rotation pages by a single-column primary key
+    attribute: InstrumentedAttribute[Any] = getattr(
+        model, mapper.get_property_by_column(column).key
+    )
+    return attribute
+
+
+def _not_under(model: type[EncryptedModel], key_id: str) -> ColumnElement[bool]:
+    prefix = f"{ENVELOPE_PREFIX}{key_id}:"
+    return or_(
+        *(
+            and_(column.is_not(None), ~column.startswith(prefix, autoescape=True))
+            for column in _columns(model)
+        )
+    )
+
+
+async def values_by_key(session: AsyncSession, model: type[EncryptedModel]) -> dict[str, int]:
+    """How many non-null encrypted values of `model` are under each key id."""
+    counts: dict[str, int] = {}
+    for column in _columns(model):
+        key_id = func.substr(column, len(ENVELOPE_PREFIX) + 1, KEY_ID_LENGTH)
+        stmt = select(key_id, func.count()).where(column.is_not(None)).group_by(key_id)
+        for kid, count in (await session.execute(stmt)).tuples():
+            counts[str(kid)] = counts.get(str(kid), 0) + int(count)
+    return counts
+
+
+async def count_rows_not_under(
+    session: AsyncSession, model: type[EncryptedModel], key_id: str
+) -> int:
+    stmt = select(func.count()).select_from(model).where(_not_under(model, key_id))
+    return int(await session.scalar(stmt) or 0)
+
+
+async def rows_not_under(
+    session: AsyncSession,
+    model: type[EncryptedModel],
+    key_id: str,
+    after: Any,
+    limit: int,
+) -> list[EncryptedModel]:
+    """Rows with at least one value not under `key_id`, by primary key after `after`, locked.
+
+    `FOR UPDATE` on PostgreSQL, so a request changing the same row waits and neither update is
+    lost; SQLite already holds the write lock (BEGIN IMMEDIATE) and ignores the clause.
+    Loading decrypts every value (and raises DecryptionError for a tampered or moved one).
+    """
+    primary_key = _primary_key(model)
+    stmt = select(model).where(_not_under(model, key_id))
+    if after is not None:
+        stmt = stmt.where(primary_key > after)
+    stmt = stmt.order_by(primary_key).limit(limit).with_for_update()
+    return list((await session.scalars(stmt)).all())
+
+
+def primary_key_of(row: EncryptedModel) -> Any:
+    return getattr(row, _primary_key(type(row)).key)
