@@ -12,11 +12,14 @@ from paysvc.auth.tokens import TokenVerifier
 from paysvc.clock import Clock, SystemClock
 from paysvc.config import Settings
 from paysvc.db.engine import Database
+from paysvc.disputes.service import DisputeService
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.keys.keyring import Keyring
 from paysvc.payments.service import PaymentService
+from paysvc.reconcile.service import ReconcileService
+from paysvc.webhooks.service import WebhookService
 
 
 @dataclass
@@ -29,6 +32,9 @@ class Container:
     audit: AuditLog
     tokens: TokenVerifier
     payments: PaymentService
+    disputes: DisputeService
+    webhooks: WebhookService
+    reconcile: ReconcileService
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -41,6 +47,11 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     db = Database(settings.database_url, keyring)
     gateways = _gateways(settings, db, clock)
     audit = AuditLog(clock)
+    payments = PaymentService(db, gateways, clock, audit)
+    disputes = DisputeService(db, payments, clock, audit)
+    webhooks = WebhookService(db, settings.stripe_webhook_secrets, clock, audit, payments, disputes)
+    # Webhooks that arrived before their payment had a gateway reference apply right away.
+    payments.confirm_listeners.append(webhooks.retry_for_payment)
     return Container(
         settings=settings,
         clock=clock,
@@ -49,7 +60,10 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         gateways=gateways,
         audit=audit,
         tokens=TokenVerifier(settings.jwt_secret_key, settings.jwt_issuer, settings.jwt_audience),
-        payments=PaymentService(db, gateways, clock, audit),
+        payments=payments,
+        disputes=disputes,
+        webhooks=webhooks,
+        reconcile=ReconcileService(db, gateways, payments, webhooks, clock),
     )
 
 

@@ -1,0 +1,1 @@
+"""Incoming gateway webhooks: signature verification, the inbox, applying events."""
