@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from cli.common import (
     EXIT_DOMAIN,
@@ -57,7 +57,7 @@ def reconcile(
 
 def _render(report: Report, apply: bool) -> None:
     if report.items:
-        table = Table("id", "kind", "ours", "gateway", "action", "applied")
+        table = Table(Column("id", no_wrap=True), "kind", "ours", "gateway", "action", "applied")
         for item in report.items:
             table.add_row(
                 item.id,
