@@ -307,3 +307,20 @@ async def test_refund_events_wait_in_the_inbox_until_refunds_are_connected(
     assert (await deliver(client, payload))["status"] == "pending"
     assert await inbox(container) == {payload["id"]: "pending"}
     assert await api.get(f"/payments/{payment['id']}") == payment
+
+
+async def test_cancelled_intent_fails_a_processing_payment(
+    api: Api, client: TestClient[Any, Any], container: Container
+) -> None:
+    """processing may not become cancelled; nothing was taken, so it fails (forward)."""
+    payment, reference = await _processing(api, container)
+    await deliver(
+        client,
+        event("payment_intent.canceled", intent(reference, "canceled", payment_id=payment["id"])),
+    )
+    failed = await api.get(f"/payments/{payment['id']}")
+    assert failed["status"] == "failed"
+    assert failed["failure"]["code"] == "payment_intent_canceled"
+    # The order is free again for a new payment.
+    again = await api.paid(order_id=payment["order_id"])
+    assert again["status"] == "captured"
