@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, payments, refunds, serve, token
+from cli import db, payments, reconcile, refunds, serve, token
 
 app = typer.Typer(
     name="paysvc",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("serve")(serve.serve)
+app.command("reconcile")(reconcile.reconcile)
 app.add_typer(db.app, name="db")
 app.add_typer(token.app, name="token")
 app.add_typer(payments.app, name="payments")

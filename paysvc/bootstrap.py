@@ -12,6 +12,7 @@ from paysvc.auth.tokens import TokenVerifier
 from paysvc.clock import Clock, SystemClock
 from paysvc.config import Settings
 from paysvc.db.engine import Database
+from paysvc.disputes.service import DisputeService
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.registry import Gateways
@@ -19,7 +20,9 @@ from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.gateways.stripe import StripeGateway
 from paysvc.keys.keyring import Keyring
 from paysvc.payments.service import PaymentService
+from paysvc.reconcile.service import ReconcileService
 from paysvc.refunds.service import RefundService
+from paysvc.webhooks.service import WebhookService
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Container:
     tokens: TokenVerifier
     payments: PaymentService
     refunds: RefundService
+    disputes: DisputeService
+    webhooks: WebhookService
+    reconcile: ReconcileService
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -48,6 +54,10 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     payments = PaymentService(db, gateways, clock, audit)
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
+    disputes = DisputeService(db, payments, clock, audit)
+    webhooks = WebhookService(db, settings.stripe_webhook_secrets, clock, audit, payments, disputes)
+    # Webhooks that arrived before their payment had a gateway reference apply right away.
+    payments.confirm_listeners.append(webhooks.retry_for_payment)
     return Container(
         settings=settings,
         clock=clock,
@@ -58,6 +68,9 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         tokens=TokenVerifier(settings.jwt_secret_key, settings.jwt_issuer, settings.jwt_audience),
         payments=payments,
         refunds=refunds,
+        disputes=disputes,
+        webhooks=webhooks,
+        reconcile=ReconcileService(db, gateways, payments, webhooks, clock),
     )
 
 

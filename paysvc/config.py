@@ -42,6 +42,7 @@ class Settings:
     tls_key_file: str | None
     rate_limit_per_second: float
     rate_limit_burst: int
+    reconcile_interval: float = 30.0  # seconds between background passes; 0 turns it off
 
     @property
     def is_sqlite(self) -> bool:
@@ -129,6 +130,7 @@ class Settings:
             tls_key_file=_existing_file("TLS_KEY_FILE", tls_key),
             rate_limit_per_second=_number(get, "RATE_LIMIT_PER_SECOND", "100", float, 0.001, 1e9),
             rate_limit_burst=_number(get, "RATE_LIMIT_BURST", "200", int, 1, 10**9),
+            reconcile_interval=_number(get, "RECONCILE_INTERVAL", "30", float, 0.0, 86400.0),
         )
 
 

@@ -92,6 +92,7 @@ def make_settings(database_url: str, **overrides: str) -> Settings:
         "PAYMENT_GATEWAY": "sandbox",
         "RATE_LIMIT_PER_SECOND": "100000",
         "RATE_LIMIT_BURST": "100000",
+        "RECONCILE_INTERVAL": "0",  # tests drive reconciliation themselves
     }
     env.update(overrides)
     return Settings.from_env(env)

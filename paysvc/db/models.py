@@ -2,18 +2,22 @@
 
 from paysvc.audit.models import AuditEntry
 from paysvc.db.base import Base
+from paysvc.disputes.models import Dispute
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.refunds.models import Refund
+from paysvc.webhooks.models import WebhookEvent
 
 metadata = Base.metadata
 
 __all__ = [
     "AuditEntry",
+    "Dispute",
     "Payment",
     "PaymentEvent",
     "Refund",
     "SandboxCharge",
     "SandboxRefund",
+    "WebhookEvent",
     "metadata",
 ]

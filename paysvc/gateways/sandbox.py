@@ -247,6 +247,22 @@ class SandboxGateway:
 
         return await self.database.run(work, write=False)
 
+    # -- operator/test only: changes made "in the gateway's dashboard", behind our back ----
+
+    async def force_capture(self, reference: str) -> GatewayPayment:
+        """Capture an authorization at the gateway without telling us (drift for tests)."""
+        return await self.capture(reference, await self._capturable(reference), "dashboard")
+
+    async def force_cancel(self, reference: str) -> GatewayPayment:
+        """Void an authorization at the gateway without telling us (drift for tests)."""
+        return await self.cancel(reference, "dashboard")
+
+    async def _capturable(self, reference: str) -> int:
+        async def work(session: AsyncSession) -> int:
+            return (await self._charge(session, reference)).amount_capturable
+
+        return await self.database.run(work, write=False)
+
     async def check_health(self) -> None:
         await self.database.ping()
 

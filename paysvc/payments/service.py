@@ -11,6 +11,7 @@ A crash or lost answer between 1 and 3 is recovered by a retry with the same key
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -52,6 +53,9 @@ from paysvc.payments.states import REFUNDABLE, PaymentStatus, check_transition
 S = PaymentStatus
 T = TypeVar("T")
 STALE_AFTER = dt.timedelta(seconds=60)
+log = logging.getLogger(__name__)
+# Called with a payment id after a confirm settled (e.g. to apply webhooks that came early).
+ConfirmListener = Callable[[str], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class PaymentService:
         self.clock = clock
         self.audit = audit
         self.refund_remainder: RefundRemainder | None = None
+        self.confirm_listeners: list[ConfirmListener] = []
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -233,6 +238,7 @@ class PaymentService:
             return payment
 
         payment = await self.db.run(finish)
+        await self._notify_confirmed(payment)
         if isinstance(result, CardDeclined):
             raise CardError(
                 result.decline.message,
@@ -392,27 +398,20 @@ class PaymentService:
     ) -> bool:
         """Move the payment forward to what the gateway reports. Never moves it backwards.
         Returns True when something changed. Used by confirm, capture, cancel,
-        reconciliation and webhooks alike."""
+        reconciliation and webhooks alike. An in-flight operation marker the truth
+        resolves (e.g. a confirm whose answer a webhook brought first) is cleared."""
         self._remember(payment, truth)
-        status = S(payment.status)
-        g = GatewayPaymentStatus
-        target: PaymentStatus | None = None
-        if truth.status == g.CAPTURED and status in (S.PENDING, S.PROCESSING, S.AUTHORIZED):
-            target = S.CAPTURED
-        elif truth.status == g.AUTHORIZED and status in (S.PENDING, S.PROCESSING):
-            target = S.AUTHORIZED
-        elif truth.status == g.FAILED and status in (S.PENDING, S.PROCESSING):
-            target = S.FAILED
+        target = gateway_target(payment.status, truth.status)
+        if target is None:
+            return False
+        if target == S.FAILED:
             if truth.decline is not None:
                 payment.failure_code = truth.decline.code
                 payment.failure_decline_code = truth.decline.decline_code
                 payment.failure_message = truth.decline.message
-        elif truth.status == g.CANCELED and status in (S.PENDING, S.AUTHORIZED):
-            target = S.CANCELLED
-        elif truth.status == g.PROCESSING and status == S.PENDING:
-            target = S.PROCESSING
-        if target is None:
-            return False
+            elif truth.status == GatewayPaymentStatus.CANCELED:
+                payment.failure_code = "payment_intent_canceled"
+                payment.failure_message = "The gateway cancelled the payment"
         if target == S.CAPTURED:
             payment.amount_captured = truth.amount_captured
             payment.amount_capturable = 0
@@ -421,7 +420,62 @@ class PaymentService:
         elif target == S.CANCELLED:
             payment.amount_capturable = 0
         self.transition(session, payment, target, actor, reason=reason)
+        if payment.pending_operation is not None and operation_resolved(
+            payment.pending_operation, target
+        ):
+            self._clear(payment)
         return True
+
+    def abandon_operation(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        truth: GatewayPayment | None,
+        actor: Actor,
+        *,
+        reason: str,
+    ) -> None:
+        """Clear an in-flight marker whose operation the gateway shows never took effect
+        (reconciliation of a stuck request); a stuck confirm leaves a plain pending payment."""
+        operation = payment.pending_operation
+        if operation is None:
+            return
+        self._clear(payment)
+        if operation == "capture" and payment.status == S.AUTHORIZED:
+            payment.amount_capturable = truth.amount_capturable if truth else payment.amount
+        if operation == "cancel" and payment.status == S.AUTHORIZED:
+            payment.cancellation_reason = None
+        self.note(session, payment, "operation_cleared", actor, reason=reason)
+        self.audit.record(
+            session,
+            actor,
+            "payment.operation_cleared",
+            "payment",
+            payment.id,
+            details={"operation": operation, "reason": reason},
+        )
+
+    def note(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        kind: str,
+        actor: Actor,
+        *,
+        reason: str | None = None,
+        amount: int | None = None,
+    ) -> None:
+        """Add a non-status entry (dispute change, reconciliation fix) to the history."""
+        payment.updated_at = self.clock.now()
+        self._event(session, payment, kind, None, None, actor, reason=reason, amount=amount)
+
+    async def _notify_confirmed(self, payment: Payment) -> None:
+        for listener in self.confirm_listeners:
+            try:
+                await listener(payment.id)
+            except Exception:
+                # The reconciler retries whatever a listener could not do.
+                log.exception("confirm listener failed")
 
     def transition(
         self,
@@ -533,6 +587,33 @@ class PaymentService:
             payment.card_last4 = truth.card.last4
             payment.card_exp_month = truth.card.exp_month
             payment.card_exp_year = truth.card.exp_year
+
+
+def gateway_target(current: str, truth: GatewayPaymentStatus) -> PaymentStatus | None:
+    """Where the gateway's truth moves a payment now in `current`; None when it is already
+    there or the move would go backwards (out-of-order or stale news)."""
+    status = S(current)
+    g = GatewayPaymentStatus
+    if truth == g.CAPTURED and status in (S.PENDING, S.PROCESSING, S.AUTHORIZED):
+        return S.CAPTURED
+    if truth == g.AUTHORIZED and status in (S.PENDING, S.PROCESSING):
+        return S.AUTHORIZED
+    if truth == g.FAILED and status in (S.PENDING, S.PROCESSING):
+        return S.FAILED
+    if truth == g.CANCELED and status in (S.PENDING, S.AUTHORIZED):
+        return S.CANCELLED
+    if truth == g.CANCELED and status == S.PROCESSING:
+        return S.FAILED  # processing may not become cancelled; nothing was taken either way
+    if truth == g.PROCESSING and status == S.PENDING:
+        return S.PROCESSING
+    return None
+
+
+def operation_resolved(operation: str, status: PaymentStatus) -> bool:
+    """Whether a payment now in `status` has the answer an in-flight `operation` awaited."""
+    if operation == "confirm":
+        return status not in (S.PENDING, S.PROCESSING)
+    return status != S.AUTHORIZED  # capture, cancel
 
 
 def _order_already_paid() -> StateConflict:

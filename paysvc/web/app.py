@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
 from paysvc import __version__
 from paysvc.bootstrap import Container
+from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
-from paysvc.web.handlers import health, payments, refunds
+from paysvc.web.handlers import disputes, health, payments, refunds, webhooks
 from paysvc.web.keys import CONTAINER
 from paysvc.web.metrics import METRICS, Metrics
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
@@ -43,6 +46,8 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(health.routes)
     app.add_routes(payments.routes)
     app.add_routes(refunds.routes)
+    app.add_routes(disputes.routes)
+    app.add_routes(webhooks.routes)
     setup_aiohttp_apispec(
         app,
         title="paysvc",
@@ -59,4 +64,21 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
             await container.close()
 
     app.cleanup_ctx.append(lifetime)
+    if settings.reconcile_interval > 0:
+        app.cleanup_ctx.append(_background_reconciler(container, settings.reconcile_interval))
     return app
+
+
+def _background_reconciler(
+    container: Container, interval: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Every instance heals itself: stuck payments settle without any client call."""
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(reconcile_forever(container.reconcile, interval))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return run

@@ -1,0 +1,1 @@
+"""Disputes (chargebacks), filled from the gateway's dispute webhooks."""

@@ -1,0 +1,38 @@
+"""The dispute object's rendering and its OpenAPI description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields
+
+from paysvc.clock import rfc3339
+from paysvc.disputes.models import Dispute
+
+
+class DisputeOut(Schema):
+    id = fields.String(metadata={"example": "dp_…"})
+    object = fields.Constant("dispute")
+    payment_id = fields.String()
+    amount = fields.Integer()
+    currency = fields.String()
+    reason = fields.String()
+    status = fields.String(
+        metadata={"description": "as Stripe: needs_response, under_review, won, lost, …"}
+    )
+    evidence_due_by = fields.String(allow_none=True)
+    created_at = fields.String()
+
+
+def render_dispute(dispute: Dispute) -> dict[str, Any]:
+    return {
+        "id": dispute.id,
+        "object": "dispute",
+        "payment_id": dispute.payment_id,
+        "amount": dispute.amount,
+        "currency": dispute.currency,
+        "reason": dispute.reason,
+        "status": dispute.status,
+        "evidence_due_by": rfc3339(dispute.evidence_due_by),
+        "created_at": rfc3339(dispute.created_at),
+    }

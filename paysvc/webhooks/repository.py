@@ -1,0 +1,59 @@
+"""All SQL about the webhook inbox."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import exists, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paysvc.payments.models import Payment
+from paysvc.webhooks.models import InboxStatus, WebhookEvent
+
+
+class WebhookRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert_if_new(self, values: dict[str, object]) -> bool:
+        """Insert an inbox row unless its event id is already there. A concurrent insert of
+        the same id waits for the first to commit and then inserts nothing (no error)."""
+        dialect = self.session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = (
+            insert(WebhookEvent)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
+            .returning(WebhookEvent.id)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def get(self, event_id: str) -> WebhookEvent | None:
+        query = select(WebhookEvent).where(WebhookEvent.id == event_id)
+        return (await self.session.scalars(query.execution_options(populate_existing=True))).first()
+
+    async def pending_for(self, payment_id: str, reference: str | None) -> Sequence[str]:
+        """Pending events that point at this payment, oldest first."""
+        match = WebhookEvent.payment_id == payment_id
+        if reference is not None:
+            match = or_(match, WebhookEvent.payment_reference == reference)
+        query = (
+            select(WebhookEvent.id)
+            .where(WebhookEvent.status == InboxStatus.PENDING, match)
+            .order_by(WebhookEvent.received_at, WebhookEvent.id)
+        )
+        return list(await self.session.scalars(query))
+
+    async def pending_with_known_payment(self, limit: int) -> Sequence[str]:
+        """Pending events whose payment now exists, oldest first."""
+        by_reference = exists().where(Payment.gateway_reference == WebhookEvent.payment_reference)
+        by_id = exists().where(Payment.id == WebhookEvent.payment_id)
+        query = (
+            select(WebhookEvent.id)
+            .where(WebhookEvent.status == InboxStatus.PENDING, or_(by_reference, by_id))
+            .order_by(WebhookEvent.received_at, WebhookEvent.id)
+            .limit(limit)
+        )
+        return list(await self.session.scalars(query))

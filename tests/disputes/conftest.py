@@ -1,0 +1,3 @@
+from tests.stripe_events import settings
+
+__all__ = ["settings"]

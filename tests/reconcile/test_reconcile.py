@@ -1,0 +1,250 @@
+"""Reconciliation: drift made on the gateway's side is reported, fixed once, and stays fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from cli.main import app as cli
+from paysvc.auth.principal import SYSTEM
+from paysvc.bootstrap import Container, build_container
+from paysvc.config import Settings
+from paysvc.gateways.base import ChargeRequest
+from paysvc.gateways.sandbox import SandboxGateway
+from paysvc.web.app import create_app
+from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, Api, make_settings
+from tests.stripe_events import count_events, status_changes
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.current = dt.datetime.now(dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += dt.timedelta(**delta)
+
+
+def sandbox(container: Container) -> SandboxGateway:
+    gateway = container.gateways.for_payment("sandbox")
+    assert isinstance(gateway, SandboxGateway)
+    return gateway
+
+
+def run_cli(database_url: str, *args: str) -> Result:
+    env = {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET_KEY": JWT_SECRET,
+        "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "PAYMENT_GATEWAY": "sandbox",
+        "COLUMNS": "160",
+    }
+    return CliRunner().invoke(cli, ["reconcile", *args], env=env)
+
+
+async def cli_json(database_url: str, *args: str) -> tuple[int, dict[str, Any]]:
+    # The CLI runs its own event loop: give it a thread.
+    result = await asyncio.to_thread(run_cli, database_url, *args, "--json")
+    return result.exit_code, json.loads(result.stdout)
+
+
+async def test_gateway_side_drift_reported_fixed_then_clean(
+    api: Api, container: Container, database_url: str
+) -> None:
+    captured_there = await api.paid(order_id="a", capture_method="manual")
+    cancelled_there = await api.paid(order_id="b", capture_method="manual", amount=700)
+    untouched = await api.paid(order_id="c")
+    await sandbox(container).force_capture(captured_there["gateway_reference"])
+    await sandbox(container).force_cancel(cancelled_there["gateway_reference"])
+
+    code, report = await cli_json(database_url, "--since", "1h")
+    assert code == 3
+    drift = {item["id"]: item for item in report["drift"]}
+    assert set(drift) == {captured_there["id"], cancelled_there["id"]}
+    assert drift[captured_there["id"]] | {"fixable": True} == {
+        "id": captured_there["id"],
+        "object": "payment",
+        "kind": "status",
+        "ours": "authorized",
+        "theirs": "captured",
+        "action": "move to captured",
+        "fixable": True,
+        "applied": False,
+    }
+    assert (await api.get(f"/payments/{captured_there['id']}"))["status"] == "authorized"
+
+    code, report = await cli_json(database_url, "--since", "1h", "--apply")
+    assert code == 3
+    assert all(item["applied"] for item in report["drift"])
+    fixed = await api.get(f"/payments/{captured_there['id']}")
+    assert fixed["status"] == "captured" and fixed["amount_captured"] == 1999
+    assert (await api.get(f"/payments/{cancelled_there['id']}"))["status"] == "cancelled"
+    assert await api.get(f"/payments/{untouched['id']}") == untouched
+    assert (await status_changes(container, captured_there["id"]))[-1] == (
+        "authorized",
+        "captured",
+        "reconciled: gateway reports captured",
+    )
+
+    code, report = await cli_json(database_url, "--since", "1h", "--apply")
+    assert (code, report["drift"]) == (0, [])
+    assert report["checked"] == 3
+
+
+async def test_cli_table_and_usage_errors(
+    api: Api, container: Container, database_url: str
+) -> None:
+    payment = await api.paid(capture_method="manual")
+    await sandbox(container).force_capture(payment["gateway_reference"])
+    result = await asyncio.to_thread(run_cli, database_url)
+    assert result.exit_code == 3
+    assert payment["id"] in result.stdout and "move to captured" in result.stdout
+    assert (await asyncio.to_thread(run_cli, database_url, "--since", "soon")).exit_code == 2
+
+
+async def test_timeout_payment_settles_in_run_once(api: Api, container: Container) -> None:
+    payment = await api.paid("pm_card_timeout", capture_method="manual")
+    report = await container.reconcile.run_once()
+    assert [(i.id, i.kind, i.applied) for i in report.items] == [(payment["id"], "status", True)]
+    settled = await api.get(f"/payments/{payment['id']}")
+    assert settled["status"] == "authorized" and settled["amount_capturable"] == 1999
+    assert settled["gateway_reference"] is not None
+    assert (await container.reconcile.run_once()).items == []
+
+
+async def test_timeout_payment_settles_in_the_background(
+    aiohttp_client: Callable[..., Any], database_url: str
+) -> None:
+    """No client call settles it: the app's own reconciler does."""
+    fast = make_settings(database_url, RECONCILE_INTERVAL="0.05")
+    services = build_container(fast)
+    api = Api(await aiohttp_client(create_app(services)))
+    payment = await api.paid("pm_card_timeout")
+    assert payment["status"] == "processing"
+    for _ in range(200):
+        async with services.db.transaction(write=False) as session:
+            row = await services.payments.load(session, SYSTEM, payment["id"])
+        if row.status == "captured":
+            break
+        await asyncio.sleep(0.025)
+    assert row.status == "captured"
+    assert (await status_changes(services, payment["id"]))[-1][2] == (
+        "reconciled: gateway reports captured"
+    )
+
+
+async def test_two_reconcilers_at_once_settle_each_payment_once(
+    api: Api, container: Container, settings: Settings
+) -> None:
+    ids = [(await api.paid("pm_card_timeout", order_id=str(n)))["id"] for n in range(4)]
+    other = build_container(settings)  # a second instance, its own engine and pool
+    try:
+        first, second = await asyncio.gather(
+            container.reconcile.run(dt.timedelta(hours=1), apply=True),
+            other.reconcile.run(dt.timedelta(hours=1), apply=True),
+        )
+    finally:
+        await other.close()
+    for payment_id in ids:
+        moves = [m[:2] for m in await status_changes(container, payment_id)]
+        assert moves == [("pending", "processing"), ("processing", "captured")]
+    applied = [i.id for i in first.items + second.items if i.applied]
+    assert sorted(applied) == sorted(ids)
+
+
+@pytest.fixture
+async def clocked(settings: Settings) -> AsyncIterator[tuple[Container, FakeClock]]:
+    clock = FakeClock()
+    services = build_container(settings, clock=clock)
+    yield services, clock
+    await services.close()
+
+
+async def _stuck_confirm(
+    services: Container, payment_id: str, charge_reached_gateway: bool
+) -> None:
+    """What a crash between the two phases of a confirm leaves behind."""
+
+    async def mark(session: Any) -> ChargeRequest:
+        payment = await services.payments.load(session, SYSTEM, payment_id, for_update=True)
+        payment.payment_method = "pm_card_visa"
+        payment.confirm_attempts += 1
+        payment.pending_operation = "confirm"
+        payment.pending_since = services.clock.now()
+        return ChargeRequest(
+            payment_id=payment.id,
+            order_id=payment.order_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            capture_method=payment.capture_method,
+            payment_method="pm_card_visa",
+            idempotency_key=f"{payment.id}-confirm-1",
+        )
+
+    request = await services.db.run(mark)
+    if charge_reached_gateway:
+        await services.gateways.primary.charge(request)
+
+
+async def test_stuck_confirms_are_settled_with_the_gateways_truth(
+    aiohttp_client: Callable[..., Any], clocked: tuple[Container, FakeClock]
+) -> None:
+    services, clock = clocked
+    api = Api(await aiohttp_client(create_app(services, own_container=False)))
+    charged = await api.create(order_id="charged")
+    lost = await api.create(order_id="lost")
+    await _stuck_confirm(services, charged["id"], charge_reached_gateway=True)
+    await _stuck_confirm(services, lost["id"], charge_reached_gateway=False)
+
+    # Still within the stale threshold: the request may be running; nobody touches it.
+    clock.advance(seconds=30)
+    report = await services.reconcile.run_once()
+    assert report.items == []
+    conflict = await api.post(
+        f"/payments/{lost['id']}/confirm", {"payment_method": "pm_card_visa"}, status=409
+    )
+    assert conflict["error"]["code"] == "operation_in_progress"
+
+    clock.advance(seconds=60)
+    report = await services.reconcile.run_once()
+    kinds = {i.id: (i.kind, i.theirs, i.applied) for i in report.items}
+    assert kinds == {
+        charged["id"]: ("stuck_operation", "captured", True),
+        lost["id"]: ("missing_at_gateway", "no record", True),
+    }
+    assert (await api.get(f"/payments/{charged['id']}"))["status"] == "captured"
+    back = await api.get(f"/payments/{lost['id']}")
+    assert back["status"] == "pending"
+    assert await count_events(services, lost["id"], "operation_cleared") == 1
+    # Plain pending again: it can be confirmed (a new attempt, a new idempotency key).
+    retried = await api.post(f"/payments/{lost['id']}/confirm", {"payment_method": "pm_card_visa"})
+    assert retried["status"] == "captured"
+    assert (await services.reconcile.run(dt.timedelta(hours=1), apply=True)).items == []
+
+
+async def test_backwards_drift_is_reported_not_applied(api: Api, container: Container) -> None:
+    payment = await api.paid(capture_method="manual")
+
+    async def cancel_here(session: Any) -> None:
+        row = await container.payments.load(session, SYSTEM, payment["id"], for_update=True)
+        row.status = "cancelled"  # as if a bug or a manual edit had moved it
+
+    await container.db.run(cancel_here)
+    await sandbox(container).force_capture(payment["gateway_reference"])
+    report = await container.reconcile.run(dt.timedelta(hours=1), apply=True)
+    [item] = report.items
+    assert (item.ours, item.theirs, item.fixable, item.applied) == (
+        "cancelled",
+        "captured",
+        False,
+        False,
+    )
+    assert (await api.get(f"/payments/{payment['id']}"))["status"] == "cancelled"
