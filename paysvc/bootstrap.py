@@ -15,6 +15,7 @@ from paysvc.db.engine import Database
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxGateway
+from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
 from paysvc.payments.service import PaymentService
 
@@ -29,6 +30,7 @@ class Container:
     audit: AuditLog
     tokens: TokenVerifier
     payments: PaymentService
+    idempotency: IdempotencyService
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -50,6 +52,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         audit=audit,
         tokens=TokenVerifier(settings.jwt_secret_key, settings.jwt_issuer, settings.jwt_audience),
         payments=PaymentService(db, gateways, clock, audit),
+        idempotency=IdempotencyService(db, clock),
     )
 
 

@@ -3,8 +3,17 @@
 from paysvc.audit.models import AuditEntry
 from paysvc.db.base import Base
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
+from paysvc.idempotency.models import IdempotencyKey
 from paysvc.payments.models import Payment, PaymentEvent
 
 metadata = Base.metadata
 
-__all__ = ["AuditEntry", "Payment", "PaymentEvent", "SandboxCharge", "SandboxRefund", "metadata"]
+__all__ = [
+    "AuditEntry",
+    "IdempotencyKey",
+    "Payment",
+    "PaymentEvent",
+    "SandboxCharge",
+    "SandboxRefund",
+    "metadata",
+]

@@ -11,6 +11,7 @@ from paysvc import __version__
 from paysvc.bootstrap import Container
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.handlers import health, payments
+from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
 
@@ -22,7 +23,13 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     unless `own_container` is False (tests that share one container)."""
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        # Idempotency after auth: keys are per principal; rejected credentials store nothing.
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            auth_middleware,
+            idempotency_middleware,
+        ],
     )
     app[CONTAINER] = container
     settings = container.settings
