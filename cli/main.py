@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, payments, serve, token
+from cli import db, idempotency, payments, serve, token
 
 app = typer.Typer(
     name="paysvc",
@@ -17,6 +17,7 @@ app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(token.app, name="token")
 app.add_typer(payments.app, name="payments")
+app.add_typer(idempotency.app, name="idempotency")
 
 if __name__ == "__main__":
     app()
