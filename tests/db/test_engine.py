@@ -127,3 +127,40 @@ async def test_a_real_deadlock_is_retried_and_both_units_of_work_complete(
         timeout=30,
     )
     assert len(attempts) == 3  # one of the two ran twice
+
+
+sqlite_only = pytest.mark.skipif(BACKEND == "postgresql", reason="SQLite writer queue")
+
+
+@sqlite_only
+async def test_sqlite_writers_queue_in_process_and_never_wait_forever(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order: list[str] = []
+
+    def writer(name: str) -> Callable[[AsyncSession], Awaitable[None]]:
+        async def work(session: AsyncSession) -> None:
+            order.append(f"{name}+")
+            await session.execute(text("SELECT 1"))
+            await asyncio.sleep(0.01)
+            order.append(f"{name}-")
+
+        return work
+
+    await asyncio.gather(*(container.db.run(writer(str(n))) for n in range(5)))
+    # One write transaction at a time, no interleaving.
+    assert all(order[i][:-1] == order[i + 1][:-1] for i in range(0, len(order), 2)), order
+
+    # A queue that does not move (say, a writer stuck elsewhere) is bypassed after the busy
+    # timeout, falling back to SQLite's own file lock.
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    lock = container.db._sqlite_writer()
+    await lock.acquire()
+    try:
+        assert await container.db.run(lambda s: _one(s)) == 1
+    finally:
+        lock.release()
+
+
+async def _one(session: AsyncSession) -> int:
+    return int(await session.scalar(text("SELECT 1")) or 0)
