@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, payments, reconcile, refunds, serve, token
+from cli import db, idempotency, payments, reconcile, refunds, serve, token
 
 app = typer.Typer(
     name="paysvc",
@@ -19,6 +19,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(token.app, name="token")
 app.add_typer(payments.app, name="payments")
 app.add_typer(refunds.app, name="refunds")
+app.add_typer(idempotency.app, name="idempotency")
 
 if __name__ == "__main__":
     app()

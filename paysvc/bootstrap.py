@@ -18,6 +18,7 @@ from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.gateways.stripe import StripeGateway
+from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
 from paysvc.payments.service import PaymentService
 from paysvc.reconcile.service import ReconcileService
@@ -39,6 +40,7 @@ class Container:
     disputes: DisputeService
     webhooks: WebhookService
     reconcile: ReconcileService
+    idempotency: IdempotencyService
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -71,6 +73,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         disputes=disputes,
         webhooks=webhooks,
         reconcile=ReconcileService(db, gateways, payments, webhooks, clock),
+        idempotency=IdempotencyService(db, clock),
     )
 
 

@@ -6,7 +6,7 @@ import secrets
 import string
 
 _ALPHABET = string.ascii_letters + string.digits
-PREFIXES = frozenset({"pay", "re", "dp", "evt", "aud", "pev"})
+PREFIXES = frozenset({"pay", "re", "dp", "evt", "aud", "pev", "idk"})
 
 
 def new_id(prefix: str) -> str:

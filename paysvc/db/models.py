@@ -4,6 +4,7 @@ from paysvc.audit.models import AuditEntry
 from paysvc.db.base import Base
 from paysvc.disputes.models import Dispute
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
+from paysvc.idempotency.models import IdempotencyKey
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.refunds.models import Refund
 from paysvc.webhooks.models import WebhookEvent
@@ -13,6 +14,7 @@ metadata = Base.metadata
 __all__ = [
     "AuditEntry",
     "Dispute",
+    "IdempotencyKey",
     "Payment",
     "PaymentEvent",
     "Refund",

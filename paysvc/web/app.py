@@ -14,6 +14,7 @@ from paysvc.bootstrap import Container
 from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.handlers import disputes, health, payments, refunds, webhooks
+from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
 from paysvc.web.metrics import METRICS, Metrics
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
@@ -32,6 +33,8 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
             metrics.middleware(),
             error_middleware,
             auth_middleware,
+            # After auth: keys are per principal; rejected credentials store nothing.
+            idempotency_middleware,
         ],
     )
     app[METRICS] = metrics

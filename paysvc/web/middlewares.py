@@ -44,6 +44,12 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    return await respond(request, handler)
+
+
+async def respond(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run the handler; any error becomes the contract's error response (used by the error
+    middleware, and by the idempotency middleware, which stores what the client will see)."""
     try:
         return await handler(request)
     except PaysvcError as error:

@@ -228,7 +228,7 @@ async def test_event_arriving_during_confirm_is_applied_when_confirm_settles(
     api: Api, client: TestClient[Any, Any], container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stripe may send webhooks before our confirm call returns: they wait, then apply."""
-    sandbox = container.gateways.primary
+    sandbox = container.gateways.for_payment("sandbox")
     charge = sandbox.charge
     early: list[dict[str, Any]] = []
 
@@ -255,7 +255,7 @@ async def test_event_with_our_id_settles_an_in_flight_confirm(
     api: Api, client: TestClient[Any, Any], container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """metadata.paysvc_payment_id finds the payment before it has a reference."""
-    sandbox = container.gateways.primary
+    sandbox = container.gateways.for_payment("sandbox")
     charge = sandbox.charge
 
     async def charge_then_webhook(request: ChargeRequest) -> GatewayPayment:

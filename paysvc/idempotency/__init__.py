@@ -1,0 +1,1 @@
+"""Idempotency keys with Stripe's semantics (see API.md "Idempotency")."""

@@ -1,0 +1,55 @@
+"""Money invariants that must hold after any interleaving, checked against our rows and the
+sandbox gateway's own ledger."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from paysvc.bootstrap import Container
+from paysvc.gateways.sandbox import SandboxCharge
+from paysvc.payments.models import Payment
+from paysvc.payments.states import LIVE
+from tests.support import rows
+
+# What each of our statuses must look like at the gateway.
+GATEWAY_STATUS = {
+    "captured": "captured",
+    "partially_refunded": "captured",
+    "refunded": "captured",
+    "authorized": "authorized",
+    "failed": "failed",
+    "cancelled": "canceled",
+}
+
+
+async def assert_money_invariants(container: Container) -> None:
+    payments = {p.id: p for p in await rows(container, Payment)}
+    charges = await rows(container, SandboxCharge)
+
+    for p in payments.values():
+        assert 0 <= p.amount_refunded <= p.amount_captured <= p.amount, p.id
+        assert p.pending_operation is None, (p.id, p.pending_operation)
+        # TODO(refunds): when refunds land, also check per payment that amount_refunded equals
+        # the sum of its succeeded refunds, succeeded + pending <= captured, and that the
+        # sandbox refund ledger agrees (SandboxRefund.amount per charge_reference).
+
+    # Each payment was charged at most once, and every charge belongs to one of our payments.
+    per_payment = Counter(c.payment_id for c in charges)
+    assert all(n == 1 for n in per_payment.values()), per_payment
+    for charge in charges:
+        payment = payments[charge.payment_id]
+        if payment.status in GATEWAY_STATUS:
+            assert charge.status == GATEWAY_STATUS[payment.status], (payment.id, charge.status)
+            assert payment.gateway_reference == charge.reference
+            assert payment.amount_captured == charge.amount_captured
+            assert payment.amount_refunded == charge.amount_refunded
+        else:
+            assert payment.status == "processing", (payment.id, payment.status)
+
+    # No order is charged twice: at most one money-taking charge and one live payment per order.
+    taken = Counter(
+        payments[c.payment_id].order_id for c in charges if c.status in ("captured", "authorized")
+    )
+    assert all(n == 1 for n in taken.values()), taken
+    live = Counter(p.order_id for p in payments.values() if p.status in LIVE)
+    assert all(n == 1 for n in live.values()), live

@@ -1,0 +1,141 @@
+"""A request that crashed while holding its key: the retry takes the key over once it is stale
+and resumes the payment from its recovery point, charging exactly once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from paysvc.auth.principal import Actor, Role
+from paysvc.bootstrap import Container, build_container
+from paysvc.config import Settings
+from paysvc.gateways.base import ChargeRequest, GatewayPayment
+from paysvc.gateways.failover import FailoverGateway
+from paysvc.gateways.registry import Gateways
+from paysvc.gateways.sandbox import SandboxCharge, SandboxGateway
+from paysvc.idempotency.models import IdempotencyKey, KeyState
+from paysvc.idempotency.service import Claim, KeyedRequest, fingerprint
+from paysvc.payments.models import Payment
+from paysvc.payments.service import PaymentService
+from paysvc.web.app import create_app
+from tests.conftest import CUSTOMER, Api
+from tests.support import ManualClock, count, rows
+
+BODY = {"payment_method": "pm_card_visa"}
+
+
+class Crash(BaseException):
+    """The process dying mid-request: nothing after it runs, not even `except Exception`."""
+
+
+class CrashingSandbox(SandboxGateway):
+    def __init__(self, inner: SandboxGateway, *, after_charge: bool) -> None:
+        super().__init__(inner.database, inner.clock)
+        self.after_charge = after_charge
+
+    async def charge(self, request: ChargeRequest) -> GatewayPayment:
+        if self.after_charge:
+            await super().charge(request)  # the charge happens; the answer never comes back
+        raise Crash
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def timed(settings: Settings, clock: ManualClock) -> AsyncIterator[Container]:
+    services = build_container(settings, clock=clock)
+    yield services
+    await services.close()
+
+
+@pytest.fixture
+async def timed_api(aiohttp_client: Callable[..., Any], timed: Container) -> Api:
+    return Api(await aiohttp_client(create_app(timed, own_container=False)))
+
+
+async def crash_first_attempt(container: Container, payment_id: str, after_charge: bool) -> None:
+    """What the first `POST /confirm` with key `retry-me` left behind when the process died:
+    its in-flight key and a payment at its recovery point (pending_operation='confirm')."""
+    path = f"/payments/{payment_id}/confirm"
+    claim = await container.idempotency.begin(
+        KeyedRequest(
+            principal="customer:17",
+            key="retry-me",
+            method="POST",
+            path=path,
+            fingerprint=fingerprint("POST", path, json.dumps(BODY).encode()),
+        )
+    )
+    assert isinstance(claim, Claim)
+    sandbox = container.gateways.for_payment("sandbox")
+    assert isinstance(sandbox, SandboxGateway)
+    crashing = CrashingSandbox(sandbox, after_charge=after_charge)
+    doomed = PaymentService(
+        container.db,
+        Gateways(FailoverGateway([crashing], container.clock)),
+        container.clock,
+        container.audit,
+    )
+    with pytest.raises(Crash):
+        await doomed.confirm(Actor("17", Role.CUSTOMER), payment_id, "pm_card_visa")
+
+
+async def retry(client: TestClient[Any, Any], payment_id: str) -> tuple[int, Any, Any]:
+    response = await client.post(
+        f"/payments/{payment_id}/confirm",
+        json=BODY,
+        headers={**CUSTOMER, "Idempotency-Key": "retry-me"},
+    )
+    return response.status, await response.json(), response.headers
+
+
+@pytest.mark.parametrize("after_charge", [True, False], ids=["charged", "not-charged"])
+async def test_stale_key_is_taken_over_and_charges_once(
+    timed_api: Api, timed: Container, clock: ManualClock, after_charge: bool
+) -> None:
+    payment = await timed_api.create()
+    await crash_first_attempt(timed, payment["id"], after_charge)
+    [stuck] = await rows(timed, Payment, Payment.id == payment["id"])
+    assert stuck.pending_operation == "confirm"
+    assert await count(timed, SandboxCharge) == (1 if after_charge else 0)
+
+    # While the first attempt may still be running, the key is in use.
+    clock.advance(30)
+    status, body, _ = await retry(timed_api.client, payment["id"])
+    assert (status, body["error"]["code"]) == (409, "idempotency_key_in_use")
+
+    # Past the stale threshold the retry takes over and resumes the same gateway charge.
+    clock.advance(31)
+    status, body, headers = await retry(timed_api.client, payment["id"])
+    assert (status, body["status"]) == (200, "captured")
+    assert "Idempotent-Replayed" not in headers
+    assert await count(timed, SandboxCharge) == 1
+    [charge] = await rows(timed, SandboxCharge)
+    assert charge.idempotency_key == f"{payment['id']}-confirm-1"
+    assert body["gateway_reference"] == charge.reference
+    [record] = await rows(timed, IdempotencyKey)
+    assert (record.state, record.response_status) == (KeyState.DONE, 200)
+
+    status, replayed, headers = await retry(timed_api.client, payment["id"])
+    assert (status, replayed) == (200, body)
+    assert headers["Idempotent-Replayed"] == "true"
+    assert await count(timed, SandboxCharge) == 1
+
+
+async def test_stale_threshold_is_configurable(
+    timed_api: Api, timed: Container, clock: ManualClock
+) -> None:
+    timed.idempotency.stale_after = timed.idempotency.stale_after * 10
+    payment = await timed_api.create()
+    await crash_first_attempt(timed, payment["id"], after_charge=True)
+    clock.advance(61)
+    status, body, _ = await retry(timed_api.client, payment["id"])
+    assert (status, body["error"]["code"]) == (409, "idempotency_key_in_use")
+    assert await count(timed, SandboxCharge) == 1
