@@ -3,12 +3,13 @@ sandbox gateway's own ledger."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
 from paysvc.bootstrap import Container
-from paysvc.gateways.sandbox import SandboxCharge
+from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
 from paysvc.payments.models import Payment
 from paysvc.payments.states import LIVE
+from paysvc.refunds.models import Refund
 from tests.support import rows
 
 # What each of our statuses must look like at the gateway.
@@ -25,13 +26,26 @@ GATEWAY_STATUS = {
 async def assert_money_invariants(container: Container) -> None:
     payments = {p.id: p for p in await rows(container, Payment)}
     charges = await rows(container, SandboxCharge)
+    ledger_refunds = await rows(container, SandboxRefund)
+    refunds_of: defaultdict[str, list[Refund]] = defaultdict(list)
+    for refund in await rows(container, Refund):
+        refunds_of[refund.payment_id].append(refund)
 
     for p in payments.values():
         assert 0 <= p.amount_refunded <= p.amount_captured <= p.amount, p.id
         assert p.pending_operation is None, (p.id, p.pending_operation)
-        # TODO(refunds): when refunds land, also check per payment that amount_refunded equals
-        # the sum of its succeeded refunds, succeeded + pending <= captured, and that the
-        # sandbox refund ledger agrees (SandboxRefund.amount per charge_reference).
+        mine = refunds_of[p.id]
+        succeeded = sum(r.amount for r in mine if r.status == "succeeded")
+        pending = sum(r.amount for r in mine if r.status == "pending")
+        assert p.amount_refunded == succeeded, p.id
+        assert succeeded + pending <= p.amount_captured, p.id
+        if p.gateway_reference is not None:
+            ledger = sum(
+                r.amount
+                for r in ledger_refunds
+                if r.charge_reference == p.gateway_reference and r.status == "succeeded"
+            )
+            assert ledger == succeeded, p.id
 
     # Each payment was charged at most once, and every charge belongs to one of our payments.
     per_payment = Counter(c.payment_id for c in charges)

@@ -173,9 +173,23 @@ async def test_a_hundred_concurrent_flows_keep_every_invariant(
         if status == 200 and manual:
             status, body = await post(api.client, path + "/capture", {}, SERVICE, key=f"cap-{n}")
             replies.append(("capture", status, body.get("error", {}).get("code")))
-        # TODO(refunds): once POST /payments/{id}/refunds exists on this branch, race a few
-        # partial refunds per captured payment here (some over-asking -> 422
-        # amount_exceeds_refundable) and let assert_money_invariants check the refund ledger.
+        if status == 200:  # captured (automatic) or just captured (manual)
+            # Three racing partial refunds of 40% each: at most two fit.
+            amount = (100 + n) * 2 // 5
+            results = await asyncio.gather(
+                *(
+                    post(
+                        api.client,
+                        path + "/refunds",
+                        {"amount": amount},
+                        SERVICE,
+                        key=f"re-{n}-{i}",
+                    )
+                    for i in range(3)
+                )
+            )
+            for status, body in results:
+                replies.append(("refund", status, body.get("error", {}).get("code")))
 
     await asyncio.gather(*(flow(n) for n in range(100)))
     assert not [r for r in replies if r[1] >= 500], replies
@@ -185,4 +199,7 @@ async def test_a_hundred_concurrent_flows_keep_every_invariant(
     assert all(s in allowed_confirm for k, s, _ in replies if k == "confirm"), kinds
     assert all(c == "order_already_paid" for k, s, c in replies if k == "confirm" and s == 409)
     assert all(s == 200 for k, s, _ in replies if k == "capture"), kinds
+    refunds = [(s, c) for k, s, c in replies if k == "refund"]
+    assert refunds and all(s == 201 or c == "amount_exceeds_refundable" for s, c in refunds), kinds
+    assert any(s == 422 for s, _ in refunds), "the racing refunds never over-asked"
     await assert_money_invariants(container)
