@@ -83,7 +83,9 @@ async def test_filters_order_and_status(api: Api) -> None:
     await api.create(order_id="A")
     failed = await api.create(order_id="C")
     await api.post(
-        f"/payments/{failed['id']}/confirm", {"payment_method": "pm_card_chargeDeclined"}, status=402
+        f"/payments/{failed['id']}/confirm",
+        {"payment_method": "pm_card_chargeDeclined"},
+        status=402,
     )
     by_order = await api.get("/payments?order_id=A")
     assert len(by_order["data"]) == 2 and {p["order_id"] for p in by_order["data"]} == {"A"}
@@ -147,9 +149,7 @@ async def test_admin_created_range(api: Api, container: Container) -> None:
     ]
     assert await listed("created_gte=2026-01-01T13:00:00%2B01:00&limit=5") == ids[::-1]
     page = await api.get("/admin/payments?created_gte=2026-01-01T00:00:00Z&limit=1", ADMIN)
-    rest = await listed(
-        f"created_gte=2026-01-01T00:00:00Z&starting_after={page['next_cursor']}"
-    )
+    rest = await listed(f"created_gte=2026-01-01T00:00:00Z&starting_after={page['next_cursor']}")
     assert rest == [ids[1], ids[0]]
     for bad in ("created_gte=yesterday", "created_lt=2026-01-01T00:00:00"):
         error = await api.get(f"/admin/payments?{bad}", ADMIN, status=422)
