@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -209,3 +210,37 @@ def test_minted_tokens_carry_configured_issuer_and_audience() -> None:
     assert (verified.subject, verified.role) == ("9", Role.SERVICE)
     with pytest.raises(AuthenticationFailed):
         TokenVerifier(JWT_SECRET, "https://other.example", "paysvc").verify(token)
+
+
+# -- public prefixes are not a way around authentication -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/health/../payments",
+        "/health/%2e%2e/payments",
+        "/health%2f..%2fpayments",
+        "/docs/../admin/payments",
+        "/openapi.json/../payments",
+        "/webhooks/../payments",
+        "/static/swagger/../../payments",
+        "/metrics/../payments",
+        "//payments",
+    ],
+)
+async def test_dot_segments_behind_public_prefixes_never_reach_a_handler(
+    api: Api, path: str
+) -> None:
+    """Sent raw, so no client normalises the path first."""
+    assert api.client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.client.port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    status_line, _, rest = raw.partition(b"\r\n")
+    assert status_line.split()[1] in (b"401", b"404"), raw
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"]["type"] in ("authentication_error", "not_found")
+    assert '"object":"list"' not in raw.decode()

@@ -178,6 +178,26 @@ async def test_malformed_json_is_400(api: Api, raw: bytes) -> None:
     assert error["code"] == "malformed_request"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 30_000 + "]" * 30_000,
+        '{"order_id": "1", "amount": 1, "currency": "usd", "metadata": '
+        + '{"a": ' * 5_000
+        + "1"
+        + "}" * 5_001,
+    ],
+    ids=["arrays", "objects"],
+)
+async def test_deeply_nested_json_is_400_not_500(api: Api, raw: str) -> None:
+    response = await api.client.post(
+        "/payments/intents", data=raw, headers={**CUSTOMER, "Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    error = assert_error(await response.json(), "invalid_request_error")
+    assert error["code"] == "malformed_request"
+
+
 @pytest.mark.parametrize("value", [[VALID], "text", 5, None, True])
 async def test_non_object_json_is_422(api: Api, value: Any) -> None:
     response = await api.client.post(
