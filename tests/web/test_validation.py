@@ -304,3 +304,53 @@ async def test_request_id_generated_when_absent_or_invalid(api: Api, incoming: s
     assert generated != second.headers["X-Request-Id"]
     unauth = await api.client.get("/payments")
     assert (await unauth.json())["error"]["request_id"] == unauth.headers["X-Request-Id"]
+
+
+# -- strings no database can store ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"order_id": "a\u0000b"}, "order_id"),
+        ({"order_id": "\ud800"}, "order_id"),
+        ({"description": "nul\u0000"}, "description"),
+        ({"payment_method": "pm_card_visa\u0000"}, "payment_method"),
+        ({"metadata": {"k": "v\u0000"}}, "metadata[k]"),
+        ({"metadata": {"k\u0000": "v"}}, "metadata"),
+        ({"metadata": {"k": "\udfff"}}, "metadata[k]"),
+    ],
+)
+async def test_nul_and_lone_surrogates_are_422_not_500(
+    api: Api, extra: dict[str, Any], param: str
+) -> None:
+    """PostgreSQL cannot store NUL; no UTF-8 database can store a lone surrogate."""
+    status, body = await create_status(api, {**VALID, **extra}, SERVICE)
+    assert status == 422, body
+    assert_error(body, "invalid_request_error", param)
+    assert (await api.get("/payments", ADMIN))["data"] == []
+
+
+@pytest.mark.parametrize("query", ["order_id=a%00b", "starting_after=pay_%00", "status=%00"])
+async def test_nul_in_query_is_422(api: Api, query: str) -> None:
+    response = await api.client.get(f"/payments?{query}", headers=CUSTOMER)
+    assert response.status == 422
+    assert_error(await response.json(), "invalid_request_error")
+    response = await api.client.get(f"/admin/payments?customer_id=%00&{query}", headers=ADMIN)
+    assert response.status == 422
+
+
+@pytest.mark.parametrize("suffix", ["", "/confirm", "/cancel"])
+async def test_nul_in_a_payment_id_is_an_ordinary_404(api: Api, suffix: str) -> None:
+    method = "GET" if not suffix else "POST"
+    odd = await api.client.request(
+        method, f"/payments/pay_%00x{suffix}", headers=CUSTOMER, json={} if suffix else None
+    )
+    missing = await api.client.request(
+        method, f"/payments/pay_nothere{suffix}", headers=CUSTOMER, json={} if suffix else None
+    )
+    assert odd.status == missing.status == 404
+    odd_body, missing_body = await odd.json(), await missing.json()
+    odd_body["error"].pop("request_id")
+    missing_body["error"].pop("request_id")
+    assert odd_body == missing_body
