@@ -96,6 +96,12 @@ async def remote(
     return await _remote(aiohttp_client, database_url, str(server.make_url("/")), auth)
 
 
+async def test_numeric_user_id_is_admitted(remote: Remote) -> None:
+    remote.auth.body = {"valid": True, "user_id": 17}
+    status, payment = await remote.request(remote.token("17"), "POST", "/payments/intents")
+    assert status == 201 and payment["customer_id"] == "17"
+
+
 async def test_valid_token_admits_a_customer(remote: Remote) -> None:
     token = remote.token("17", role="admin")  # a role claim is not trusted in remote mode
     status, payment = await remote.request(token, "POST", "/payments/intents")
@@ -113,7 +119,17 @@ async def test_invalid_token_is_401(remote: Remote) -> None:
 
 
 @pytest.mark.parametrize(
-    "answer", [{"valid": False, "user_id": "17"}, {"valid": True}, {"valid": "yes", "user_id": "1"}]
+    "answer",
+    [
+        {"valid": False, "user_id": "17"},
+        {"valid": True},
+        {"valid": "yes", "user_id": "1"},
+        {"valid": True, "user_id": ""},
+        {"valid": True, "user_id": None},
+        {"valid": True, "user_id": ["17"]},
+        {"valid": True, "user_id": {"id": "17"}},
+        {"valid": True, "user_id": True},
+    ],
 )
 async def test_a_200_that_is_not_a_clear_yes_is_401(remote: Remote, answer: dict[str, Any]) -> None:
     remote.auth.body = answer
