@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from alembic.util import CommandError
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from paysvc.auth.principal import Actor, Role
 from paysvc.bootstrap import Container, build_container
@@ -39,12 +42,28 @@ def settings() -> Settings:
         fail(f"configuration: {error.message}")
 
 
-def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine; domain errors become one line and exit code 1."""
+@contextmanager
+def failures_as_one_line() -> Iterator[None]:
+    """Domain, migration and database errors become one line and exit code 1 (never a
+    traceback with SQL in it)."""
     try:
-        return asyncio.run(coroutine)
+        yield
     except PaysvcError as error:
         fail(error.message)
+    except CommandError as error:
+        fail(f"migrations: {error}")
+    except (SQLAlchemyError, OSError) as error:
+        fail(
+            f"database: {type(error).__name__} - is DATABASE_URL reachable and migrated "
+            "(`paysvc db upgrade`)?"
+        )
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine; failures become one line and exit code 1."""
+    with failures_as_one_line():
+        return asyncio.run(coroutine)
+    raise AssertionError("unreachable")
 
 
 async def with_container(work: Callable[[Container], Awaitable[T]]) -> T:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, settings
+from cli.common import console, failures_as_one_line, settings
 from paysvc.db import migrate
 
 app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
@@ -15,14 +15,18 @@ app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 @app.command()
 def upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""
-    migrate.upgrade(settings().database_url, revision)
-    console.print(f"database at {migrate.current(settings().database_url) or 'base'}")
+    url = settings().database_url
+    with failures_as_one_line():
+        migrate.upgrade(url, revision)
+        console.print(f"database at {migrate.current(url) or 'base'}")
 
 
 @app.command()
 def current() -> None:
     """Print the current revision."""
-    console.print(migrate.current(settings().database_url) or "base (empty database)")
+    url = settings().database_url
+    with failures_as_one_line():
+        console.print(migrate.current(url) or "base (empty database)")
 
 
 @app.command()
@@ -30,5 +34,7 @@ def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base")],
 ) -> None:
     """Revert migrations down to REVISION."""
-    migrate.downgrade(settings().database_url, revision)
-    console.print(f"database at {migrate.current(settings().database_url) or 'base'}")
+    url = settings().database_url
+    with failures_as_one_line():
+        migrate.downgrade(url, revision)
+        console.print(f"database at {migrate.current(url) or 'base'}")

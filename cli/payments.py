@@ -5,20 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from cli.common import OPERATOR, console, print_json, run_async, with_container
 from paysvc.bootstrap import Container
 from paysvc.money import Money
 from paysvc.payments.repository import PaymentFilter
 from paysvc.payments.schemas import render_payment
+from paysvc.payments.states import PaymentStatus
 
 app = typer.Typer(help="Inspect payments.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_payments(
-    status: Annotated[str | None, typer.Option(help="Only payments in this status")] = None,
+    status: Annotated[
+        PaymentStatus | None, typer.Option(help="Only payments in this status")
+    ] = None,
     customer: Annotated[str | None, typer.Option(help="Only this customer's payments")] = None,
     order: Annotated[str | None, typer.Option(help="Only this order's payments")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
@@ -29,7 +32,9 @@ def list_payments(
     async def work(container: Container) -> list[dict[str, Any]]:
         page = await container.payments.list(
             OPERATOR,
-            PaymentFilter(customer_id=customer, order_id=order, status=status),
+            PaymentFilter(
+                customer_id=customer, order_id=order, status=status.value if status else None
+            ),
             limit=limit,
             starting_after=None,
         )
@@ -39,7 +44,15 @@ def list_payments(
     if as_json:
         print_json(payments)
         return
-    table = Table("id", "order", "customer", "amount", "captured", "refunded", "status", "created")
+    # The id is what an operator copies into `payments show`: never cut it short.
+    widest = max((len(p["id"]) for p in payments), default=2)
+    status_width = max((len(p["status"]) for p in payments), default=6)
+    table = Table(
+        Column("id", no_wrap=True, min_width=widest),
+        *("order", "customer", "amount", "captured", "refunded"),
+        Column("status", no_wrap=True, min_width=status_width),
+        "created",
+    )
     for p in payments:
         table.add_row(
             p["id"],

@@ -25,6 +25,8 @@ def mint(
         lifetime = parse_duration(ttl)
     except ValueError as error:
         fail(str(error), code=2)
+    if lifetime.total_seconds() <= 0:
+        fail("--ttl must be longer than 0 (the token would be born expired)", code=2)
     config = settings()
     verifier = TokenVerifier(config.jwt_secret_key, config.jwt_issuer, config.jwt_audience)
     typer.echo(verifier.mint(sub, role, lifetime, SystemClock().now()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,14 +164,20 @@ def _generated_secret(
             variable, "is required with a non-SQLite DATABASE_URL (generated secrets are refused)"
         )
     path = directory / filename
-    if path.exists():
-        return path.read_text().strip()
-    directory.mkdir(parents=True, exist_ok=True)
-    value = str(make())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
-    return value
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        # Written whole under a private name (mkstemp: 0600), then linked into place: of two
+        # processes starting at once, one wins the link and the other reads its complete file.
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f"{filename}.")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(make()) + "\n")
+            os.link(temp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temp)
+    return path.read_text().strip()
 
 
 def _choice(get: Getter, name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -72,6 +72,12 @@ def load(schema: Schema, data: Any) -> dict[str, Any]:
     """Validate with a schema; the first problem becomes a 422 naming the field."""
     if not isinstance(data, Mapping):
         raise InvalidRequest("The request body must be a JSON object")
+    unstorable = _first_unstorable(data)
+    if unstorable is not None:
+        raise InvalidRequest(
+            f"{unstorable}: must not contain NUL or unpaired surrogate characters",
+            param=unstorable,
+        )
     try:
         result = schema.load(data)
     except ValidationError as error:
@@ -95,3 +101,34 @@ def _first_error(messages: Any, prefix: str = "") -> tuple[str | None, str]:
             return (prefix or None), first
         return _first_error(first, prefix)
     return (prefix or None), str(messages)
+
+
+def _unstorable(text: str) -> bool:
+    """NUL cannot be stored by PostgreSQL, a lone surrogate by any UTF-8 database."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _first_unstorable(data: Mapping[str, Any]) -> str | None:
+    """The path (`metadata[k]`) of the first key or string value no database can store."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:  # iterative: bodies may be nested hundreds of levels deep
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _unstorable(value):
+                return path or None
+        elif isinstance(value, Mapping):
+            for key, item in reversed(list(value.items())):
+                name = str(key)
+                child = f"{path}[{name}]" if path else name
+                if _unstorable(name):
+                    return path or child
+                stack.append((child, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+    return None

@@ -28,6 +28,7 @@ from paysvc.gateways.base import (
     GatewayRefund,
     GatewayRefundStatus,
     GatewayRejected,
+    GatewayUnavailable,
     InvalidPaymentMethod,
     OutcomeUnknown,
     RefundRequest,
@@ -264,7 +265,10 @@ class SandboxGateway:
         return await self.database.run(work, write=False)
 
     async def check_health(self) -> None:
-        await self.database.ping()
+        try:
+            await self.database.ping()
+        except Exception as error:  # its ledger is unreachable: so is the sandbox
+            raise GatewayUnavailable("sandbox: ledger unreachable") from error
 
     async def close(self) -> None:
         return None

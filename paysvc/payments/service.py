@@ -44,7 +44,7 @@ from paysvc.gateways.base import (
     OutcomeUnknown,
 )
 from paysvc.gateways.registry import Gateways
-from paysvc.ids import new_id
+from paysvc.ids import new_id, plausible
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.repository import Page, PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
@@ -113,6 +113,8 @@ class PaymentService:
         self, session: AsyncSession, actor: Actor, payment_id: str, *, for_update: bool = False
     ) -> Payment:
         """The payment if the actor may see it; a stranger's payment is simply not found."""
+        if not plausible(payment_id):
+            raise NotFound("No such payment", param="id")
         payment = await PaymentRepository(session).get(payment_id, for_update=for_update)
         if payment is None:
             raise NotFound("No such payment", param="id")

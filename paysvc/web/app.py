@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import setup_aiohttp_apispec
+from aiohttp_apispec import AiohttpApiSpec
 
 from paysvc import __version__
 from paysvc.bootstrap import Container
@@ -20,6 +22,15 @@ from paysvc.web.metrics import METRICS, Metrics
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
 
 MAX_BODY = 64 * 1024
+
+
+class _OpenApi(AiohttpApiSpec):  # type: ignore[misc]
+    """aiohttp-apispec consumes the documentation it reads off a handler (it pops the request
+    schemas from `handler.__apispec__`). Handlers are module-level, so every app after the first
+    in a process documented request bodies as dangling `$ref`s. Register from a copy instead."""
+
+    def _update_paths(self, data: dict[str, Any], method: str, url_path: str) -> None:
+        super()._update_paths(copy.deepcopy(data), method, url_path)
 
 
 def create_app(container: Container, *, own_container: bool = True) -> web.Application:
@@ -51,12 +62,8 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(refunds.routes)
     app.add_routes(disputes.routes)
     app.add_routes(webhooks.routes)
-    setup_aiohttp_apispec(
-        app,
-        title="paysvc",
-        version=__version__,
-        url="/openapi.json",
-        swagger_path="/docs",
+    _OpenApi(
+        app=app, title="paysvc", version=__version__, url="/openapi.json", swagger_path="/docs"
     )
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:

@@ -69,7 +69,11 @@ class RemoteAuthenticator:
         except (aiohttp.ClientError, TimeoutError, ValueError):
             raise _auth_down() from None
         user_id = body.get("user_id") if isinstance(body, dict) else None
-        if not (isinstance(body, dict) and body.get("valid") is True and user_id is not None):
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            user_id = str(user_id)
+        # Only a clear yes naming a principal admits: not "", null, a list or an object.
+        admitted = isinstance(body, dict) and body.get("valid") is True
+        if not (admitted and isinstance(user_id, str) and user_id):
             raise AuthenticationFailed("The token is invalid", code="invalid_token")
         return Claims(
             subject=str(user_id), role=Role.CUSTOMER, expires_at=_expiry(token, self.clock)

@@ -32,6 +32,8 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise MalformedRequest("The request body is not valid JSON") from None
+    except RecursionError:  # e.g. 30 000 nested arrays fit in 64 KiB
+        raise MalformedRequest("The request body is nested too deeply") from None
 
 
 def with_body(schema: type[Schema]) -> Callable[[Handler], Handler]:
