@@ -76,6 +76,11 @@ async def _in_status(api: Api, status: str, order: str) -> dict[str, Any]:
             status=402,
         )
         return dict(error["error"]["payment"])
+    if status in ("partially_refunded", "refunded"):
+        payment = await api.paid(order_id=order)
+        amount = 500 if status == "partially_refunded" else payment["amount"]
+        await api.post(f"/payments/{payment['id']}/refunds", {"amount": amount}, SERVICE, 201)
+        return await api.get(f"/payments/{payment['id']}", SERVICE)
     assert status == "cancelled"
     payment = await api.create(order_id=order)
     return await api.post(f"/payments/{payment['id']}/cancel")
@@ -87,7 +92,16 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "capture": {"body": {}, "allowed": {"authorized"}},
     "cancel": {"body": {}, "allowed": {"pending", "authorized"}},
 }
-REACHABLE = ["pending", "processing", "authorized", "captured", "failed", "cancelled"]
+REACHABLE = [
+    "pending",
+    "processing",
+    "authorized",
+    "captured",
+    "partially_refunded",
+    "refunded",
+    "failed",
+    "cancelled",
+]
 EXPECTED_AFTER = {
     ("confirm", "pending"): "captured",
     ("capture", "authorized"): "captured",
@@ -107,6 +121,16 @@ async def test_operation_from_each_status(api: Api, operation: str, status: str)
         done = await api.post(path, OPERATIONS[operation]["body"], headers)
         assert done["status"] == EXPECTED_AFTER[(operation, status)]
         return
+    refund = await api.client.post(
+        f"/payments/{payment['id']}/refunds", json={"amount": 1}, headers=SERVICE
+    )
+    if status in ("captured", "partially_refunded"):
+        assert refund.status == 201  # a refund is the one move from here
+        payment = await api.get(f"/payments/{payment['id']}", SERVICE)
+        assert payment["status"] == "partially_refunded"
+        status = "partially_refunded"
+    else:
+        assert refund.status == 409, await refund.text()
     error = (await api.post(path, OPERATIONS[operation]["body"], headers, status=409))["error"]
     assert error["type"] == "state_conflict"
     assert error["code"] == "invalid_state_transition"
