@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container
 from paysvc.gateways.base import (
     GatewayError,
@@ -126,17 +127,14 @@ async def test_webhook_style_settlement_in_callers_unit_of_work(
     flaky = await troubled(OutcomeUnknown, reached=True)
     pending = await refund(flaky, payment["id"], amount=300)
     truth = await container.gateways.primary.find_refund(pending["id"])
-    assert truth is not None
-    async with container.db.transaction() as session:
-        unknown = await container.refunds.apply_gateway_refund(session, truth)
-        assert unknown is None  # our row has no gateway reference yet: found by id only
-        settled = await container.refunds.apply_gateway_refund(
-            session, truth, refund_id=pending["id"]
-        )
-        assert settled is not None and settled.status == "succeeded"
-    async with container.db.transaction() as session:
-        again = await container.refunds.apply_gateway_refund(session, truth)
-        assert again is not None and again.status == "succeeded"  # by reference, no change
+    assert truth is not None and truth.refund_id == pending["id"]
+    for _ in range(2):  # the second time: found by reference, nothing changes
+        async with container.db.transaction() as session:
+            locked = await container.payments.load(session, SYSTEM, payment["id"], for_update=True)
+            settled = await container.refunds.apply_gateway_refund(session, locked, truth)
+            assert settled is not None and settled.id == pending["id"]
+            assert settled.status == "succeeded"
+            assert settled.gateway_reference == truth.reference
     after = await api.get(f"/payments/{payment['id']}")
     assert after["amount_refunded"] == 300
     assert_books_agree(await books(container, payment["id"]))
