@@ -3,7 +3,6 @@ until reconciliation settles it; a gateway that certainly did nothing fails the 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -14,18 +13,13 @@ from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container
 from paysvc.gateways.base import (
     GatewayError,
-    GatewayRefund,
     GatewayRejected,
     GatewayUnavailable,
     OutcomeUnknown,
-    RefundRequest,
 )
-from paysvc.gateways.failover import FailoverGateway
-from paysvc.gateways.registry import Gateways
 from paysvc.refunds.service import RefundService
-from paysvc.web.app import create_app
 from tests.conftest import SERVICE, Api
-from tests.refunds.helpers import assert_books_agree, books, refund
+from tests.refunds.helpers import assert_books_agree, books, refund, troubled_api
 
 
 class StepClock:
@@ -34,25 +28,6 @@ class StepClock:
 
     def now(self) -> dt.datetime:
         return self.value
-
-
-class Troubled:
-    """The sandbox gateway, except that refunds run into `failure`: after the sandbox did the
-    refund (`reached=True`: the answer was lost) or before it got there."""
-
-    def __init__(self, inner: Any, failure: type[GatewayError], *, reached: bool) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.failure = failure
-        self.reached = reached
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def refund(self, request: RefundRequest) -> GatewayRefund:
-        if self.reached:
-            await self.inner.refund(request)
-        raise self.failure("simulated")
 
 
 Factory = Callable[..., Any]
@@ -65,13 +40,7 @@ def troubled(aiohttp_client: Factory, container: Container) -> Callable[..., Any
     async def build(
         failure: type[GatewayError], *, reached: bool, clock: StepClock | None = None
     ) -> Api:
-        gateway = Troubled(container.gateways.for_payment("sandbox"), failure, reached=reached)
-        gateways = Gateways(FailoverGateway([gateway], container.clock))
-        service = RefundService(
-            container.db, gateways, clock or container.clock, container.audit, container.payments
-        )
-        app = create_app(dataclasses.replace(container, refunds=service), own_container=False)
-        return Api(await aiohttp_client(app))
+        return await troubled_api(aiohttp_client, container, failure, reached=reached, clock=clock)
 
     return build
 
