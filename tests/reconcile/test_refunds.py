@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from paysvc.auth.principal import SYSTEM
@@ -18,9 +19,17 @@ from paysvc.gateways.base import OutcomeUnknown
 from paysvc.payments.models import PaymentEvent
 from paysvc.web.app import create_app
 from tests.conftest import Api, make_settings
-from tests.reconcile.test_reconcile import FakeClock, cli_json
+from tests.reconcile.test_reconcile import FakeClock, cli_json, sandbox
 from tests.refunds.helpers import assert_books_agree, books, refund, troubled_api
-from tests.stripe_events import count_events
+from tests.stripe_events import (
+    charge_refunded,
+    count_events,
+    deliver,
+    event,
+    gateway_refund,
+    inbox,
+    refund_object,
+)
 
 Factory = Callable[..., Any]
 
@@ -178,3 +187,60 @@ async def test_refund_the_gateway_never_saw_is_resent_when_stale(
         await services.close()
     assert (await api.get(f"/refunds/{pending['id']}"))["status"] == "succeeded"
     assert_books_agree(await books(container, payment["id"]))
+
+
+async def test_webhooks_reconcilers_and_api_racing_on_one_payment_keep_the_books(
+    api: Api,
+    client: TestClient[Any, Any],
+    container: Container,
+    aiohttp_client: Factory,
+    settings: Settings,
+) -> None:
+    """Refund events (duplicated), two reconcilers, a new refund and reads, all at once on one
+    payment: every refund is settled once and the ledgers agree."""
+    payment = await api.paid(amount=10_000)
+    ours = [(await _lost(aiohttp_client, container, payment["id"], 1000))["id"] for _ in range(3)]
+    truths = [await gateway_refund(container, refund_id) for refund_id in ours]
+    dashboard = await sandbox(container).force_refund(payment["gateway_reference"], 500, "usd")
+    listed = event(
+        "charge.refunded",
+        charge_refunded([refund_object(t) for t in [dashboard, *reversed(truths)]]),
+    )
+    updates = [event("refund.updated", refund_object(t)) for t in truths]
+    other = build_container(settings)
+    reads: list[Any] = []
+
+    async def read() -> None:
+        reads.append(await api.get(f"/payments/{payment['id']}"))
+        reads.append(await api.get(f"/payments/{payment['id']}/refunds"))
+
+    try:
+        await asyncio.gather(
+            deliver(client, listed),
+            deliver(client, listed),
+            *(deliver(client, update) for update in updates),
+            container.reconcile.run(dt.timedelta(hours=1), apply=True),
+            other.reconcile.run(dt.timedelta(hours=1), apply=True),
+            refund(api, payment["id"], amount=200),
+            *(read() for _ in range(4)),
+        )
+    finally:
+        await other.close()
+    # A dashboard refund seen while ours were unnamed waited; the next pass books it.
+    await container.reconcile.run(dt.timedelta(hours=1), apply=True)
+
+    assert set((await inbox(container)).values()) == {"applied"}
+    assert all(r["amount_refunded"] <= 10_000 for r in reads if r["object"] == "payment")
+    rows = (await api.get(f"/payments/{payment['id']}/refunds"))["data"]
+    assert sorted((r["amount"], r["status"]) for r in rows) == [
+        (200, "succeeded"),
+        (500, "succeeded"),
+        (1000, "succeeded"),
+        (1000, "succeeded"),
+        (1000, "succeeded"),
+    ]
+    assert await count_events(container, payment["id"], "refund_succeeded") == 5
+    assert await count_events(container, payment["id"], "refund_recorded_from_gateway") == 1
+    ledgers = await books(container, payment["id"])
+    assert (ledgers.payment_refunded, ledgers.payment_status) == (3_700, "partially_refunded")
+    assert_books_agree(ledgers)  # amount_refunded == succeeded refunds == the gateway's ledger
