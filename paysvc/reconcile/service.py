@@ -243,7 +243,7 @@ class ReconcileService:
                     "unrecorded_refund",
                     "no record",
                     "refunded (webhook event)",
-                    "none: more than is refundable here, check manually",
+                    "none: cannot be booked (over refundable?), check manually",
                     False,
                 )
             )
