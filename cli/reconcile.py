@@ -25,14 +25,14 @@ from paysvc.reconcile.service import Report
 
 def reconcile(
     since: Annotated[
-        str, typer.Option(help="Compare payments created in this window (30m, 24h, 7d)")
+        str, typer.Option(help="Compare payments and refunds created in this window (30m, 24h, 7d)")
     ] = "24h",
     apply: Annotated[
         bool, typer.Option("--apply", help="Settle the drift (otherwise only report it)")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Compare recent payments with the gateway and print the drift.
+    """Compare recent payments and refunds with the gateway and print the drift.
 
     Exit 0: no drift; 3: drift found (and fixed with --apply); 1: error. Safe from cron and
     safe to run twice at once."""
@@ -68,7 +68,10 @@ def _render(report: Report, apply: bool) -> None:
                 "yes" if item.applied else "no",
             )
         console.print(table)
-    summary = f"checked {report.checked} payments: {len(report.items)} drifted"
+    summary = (
+        f"checked {report.checked} payments and {report.checked_refunds} refunds: "
+        f"{len(report.items)} drifted"
+    )
     if apply:
         summary += f", {sum(i.applied for i in report.items)} fixed"
         summary += f", {report.webhooks_applied} waiting webhook events applied"

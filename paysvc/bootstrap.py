@@ -57,7 +57,9 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
     disputes = DisputeService(db, payments, clock, audit)
-    webhooks = WebhookService(db, settings.stripe_webhook_secrets, clock, audit, payments, disputes)
+    webhooks = WebhookService(
+        db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds
+    )
     # Webhooks that arrived before their payment had a gateway reference apply right away.
     payments.confirm_listeners.append(webhooks.retry_for_payment)
     return Container(
@@ -72,7 +74,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         refunds=refunds,
         disputes=disputes,
         webhooks=webhooks,
-        reconcile=ReconcileService(db, gateways, payments, webhooks, clock),
+        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds),
         idempotency=IdempotencyService(db, clock),
     )
 

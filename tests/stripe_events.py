@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from paysvc.bootstrap import Container
 from paysvc.config import Settings
+from paysvc.gateways.base import GatewayRefund
 from paysvc.payments.models import PaymentEvent
 from paysvc.webhooks.models import WebhookEvent
 from paysvc.webhooks.signature import sign_stripe_payload
@@ -88,6 +89,43 @@ def dispute(
     }
 
 
+def refund_object(
+    truth: GatewayRefund,
+    status: str | None = None,
+    *,
+    with_our_id: bool = True,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """A Stripe Refund as a webhook carries it, for a refund the gateway holds (`truth`);
+    `status` overrides the gateway's (late or forged news)."""
+    return {
+        "id": truth.reference,
+        "object": "refund",
+        "amount": truth.amount,
+        "currency": "usd",
+        "payment_intent": truth.payment_reference,
+        "status": status or str(truth.status),
+        "reason": reason,
+        "failure_reason": truth.failure_reason,
+        "metadata": {"paysvc_refund_id": truth.refund_id}
+        if with_our_id and truth.refund_id
+        else {},
+    }
+
+
+def charge_refunded(refunds: list[dict[str, Any]]) -> dict[str, Any]:
+    """A `charge.refunded` event's charge, listing its refunds (newest first, as Stripe)."""
+    reference = refunds[0]["payment_intent"]
+    return {
+        "id": "ch_" + reference[-12:],
+        "object": "charge",
+        "payment_intent": reference,
+        "amount_refunded": sum(r["amount"] for r in refunds if r["status"] == "succeeded"),
+        "refunded": False,
+        "refunds": {"object": "list", "data": refunds, "has_more": False},
+    }
+
+
 def signed(
     body: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None
 ) -> dict[str, str]:
@@ -142,3 +180,10 @@ async def ledger_reference(container: Container, payment_id: str) -> str:
     truth = await container.gateways.primary.find_payment(payment_id)
     assert truth is not None
     return truth.reference
+
+
+async def gateway_refund(container: Container, refund_id: str) -> GatewayRefund:
+    """What the sandbox holds for one of our refunds (e.g. one whose answer was lost)."""
+    truth = await container.gateways.primary.find_refund(refund_id)
+    assert truth is not None
+    return truth

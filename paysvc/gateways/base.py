@@ -10,6 +10,11 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# The metadata keys our calls put on the gateway's objects, so that its answers, searches and
+# webhooks lead back to our rows even when the call's own answer was lost.
+PAYMENT_ID_KEY = "paysvc_payment_id"  # on a PaymentIntent: our payment id
+REFUND_ID_KEY = "paysvc_refund_id"  # on a Refund: our refund id
+
 
 class GatewayPaymentStatus(enum.StrEnum):
     AUTHORIZED = "authorized"  # Stripe: requires_capture
@@ -84,6 +89,10 @@ class GatewayRefund:
     amount: int
     status: GatewayRefundStatus
     failure_reason: str | None = None
+    # Our refund id when the gateway carries it (REFUND_ID_KEY); None for a refund made
+    # elsewhere (e.g. in the Stripe dashboard).
+    refund_id: str | None = None
+    reason: str | None = None  # the gateway's reason code, as it gives it
 
 
 class GatewayError(Exception):

@@ -258,6 +258,19 @@ class SandboxGateway:
         """Void an authorization at the gateway without telling us (drift for tests)."""
         return await self.cancel(reference, "dashboard")
 
+    async def force_refund(self, reference: str, amount: int, currency: str) -> GatewayRefund:
+        """Refund at the gateway without telling us, as from Stripe's dashboard: the refund
+        carries none of our ids (drift for tests)."""
+        request = RefundRequest(
+            refund_id="",
+            payment_reference=reference,
+            amount=amount,
+            currency=currency,
+            reason=None,
+            idempotency_key="dashboard_" + secrets.token_hex(12),
+        )
+        return await self.refund(request)
+
     async def _capturable(self, reference: str) -> int:
         async def work(session: AsyncSession) -> int:
             return (await self._charge(session, reference)).amount_capturable
@@ -307,4 +320,5 @@ def _to_refund(refund: SandboxRefund) -> GatewayRefund:
         amount=refund.amount,
         status=GatewayRefundStatus(refund.status),
         failure_reason=refund.failure_reason,
+        refund_id=refund.refund_id or None,  # "" for a refund made in the "dashboard"
     )

@@ -30,6 +30,8 @@ import aiohttp
 import stripe
 
 from paysvc.gateways.base import (
+    PAYMENT_ID_KEY,
+    REFUND_ID_KEY,
     CardDeclined,
     CardDetails,
     ChargeRequest,
@@ -120,7 +122,7 @@ class StripeGateway:
             "confirm": True,
             "metadata": {
                 **request.metadata,
-                "paysvc_payment_id": request.payment_id,
+                PAYMENT_ID_KEY: request.payment_id,
                 "order_id": request.order_id,
             },
             "expand": ["payment_method"],
@@ -171,7 +173,7 @@ class StripeGateway:
         params: stripe.params.RefundCreateParams = {
             "payment_intent": request.payment_reference,
             "amount": request.amount,
-            "metadata": {"paysvc_refund_id": request.refund_id},
+            "metadata": {REFUND_ID_KEY: request.refund_id},
         }
         if request.reason in STRIPE_REFUND_REASONS and "reason" not in self._unsupported:
             params["reason"] = request.reason
@@ -228,7 +230,7 @@ class StripeGateway:
             page = await self._call("find_refund", self._client.v1.refunds.list_async(params))
             items = [item.to_dict() for item in page.data]
             for item in items:
-                if _obj(item, "metadata").get("paysvc_refund_id") == refund_id:
+                if _obj(item, "metadata").get(REFUND_ID_KEY) == refund_id:
                     return _refund(item)
             if not page.has_more or not items:
                 return None
@@ -283,7 +285,7 @@ class StripeGateway:
         )
 
     async def _search_intent(self, payment_id: str) -> Json | None:
-        query = f"metadata['paysvc_payment_id']:'{payment_id}'"
+        query = f"metadata['{PAYMENT_ID_KEY}']:'{payment_id}'"
         try:
             result = await self._client.v1.payment_intents.search_async(
                 {"query": query, "limit": 10, "expand": ["data.payment_method"]}
@@ -311,7 +313,7 @@ class StripeGateway:
             )
             items = [item.to_dict() for item in page.data]
             for item in items:
-                if _obj(item, "metadata").get("paysvc_payment_id") == payment_id:
+                if _obj(item, "metadata").get(PAYMENT_ID_KEY) == payment_id:
                     return item
             if not page.has_more or not items:
                 return None
@@ -419,6 +421,8 @@ def _refund(data: Json) -> GatewayRefund:
         amount=_int(data, "amount"),
         status=_REFUND_STATUS.get(_str(data, "status"), GatewayRefundStatus.PENDING),
         failure_reason=_opt_str(data, "failure_reason"),
+        refund_id=_opt_str(_obj(data, "metadata"), REFUND_ID_KEY),
+        reason=_opt_str(data, "reason"),
     )
 
 

@@ -1,4 +1,4 @@
-"""All SQL reconciliation needs: which payments to compare with the gateway."""
+"""All SQL reconciliation needs: which payments and refunds to compare with the gateway."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.payments.models import Payment
 from paysvc.payments.states import PaymentStatus
+from paysvc.refunds.models import Refund
+from paysvc.refunds.states import RefundStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,20 @@ def snapshot(payment: Payment) -> PaymentSnapshot:
         created_at=payment.created_at,
         updated_at=payment.updated_at,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundSnapshot:
+    """A refund as reconciliation compares it, with its payment's gateway."""
+
+    id: str
+    payment_id: str
+    gateway: str
+    status: str
+    amount: int
+    gateway_reference: str | None
+    pending_since: dt.datetime | None
+    created_at: dt.datetime
 
 
 class ReconcileRepository:
@@ -104,3 +120,47 @@ class ReconcileRepository:
         query = query.order_by(Payment.created_at, Payment.id).limit(limit)
         rows = (await self.session.execute(query)).all()
         return [PaymentSnapshot(*row) for row in rows]
+
+    async def refunds(
+        self,
+        *,
+        created_gte: dt.datetime,
+        stuck_before: dt.datetime | None,
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
+    ) -> Sequence[RefundSnapshot]:
+        """Refunds the gateway may know something about, oldest first, a page at a time.
+
+        All of them: pending ones and those the gateway has named (a refund that failed
+        before reaching the gateway has nothing to compare). Only the stuck (`stuck_before`
+        set): pending ones whose gateway call was handed off before `stuck_before`."""
+        query = (
+            select(
+                Refund.id,
+                Refund.payment_id,
+                Payment.gateway,
+                Refund.status,
+                Refund.amount,
+                Refund.gateway_reference,
+                Refund.pending_since,
+                Refund.created_at,
+            )
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(Refund.created_at >= created_gte)
+        )
+        pending = Refund.status == RefundStatus.PENDING
+        if stuck_before is None:
+            query = query.where(or_(pending, Refund.gateway_reference.is_not(None)))
+        else:
+            query = query.where(pending, Refund.pending_since < stuck_before)
+        if after is not None:
+            created, last_id = after
+            query = query.where(
+                or_(
+                    Refund.created_at > created,
+                    and_(Refund.created_at == created, Refund.id > last_id),
+                )
+            )
+        query = query.order_by(Refund.created_at, Refund.id).limit(limit)
+        rows = (await self.session.execute(query)).all()
+        return [RefundSnapshot(*row) for row in rows]

@@ -39,6 +39,16 @@ class RefundRepository:
         )
         return int(await self.session.scalar(query) or 0)
 
+    async def has_unreferenced_pending(self, payment_id: str) -> bool:
+        """Whether the payment has a pending refund the gateway has not named yet (its call
+        is in flight or its answer was lost)."""
+        query = select(Refund.id).where(
+            Refund.payment_id == payment_id,
+            Refund.status == RefundStatus.PENDING,
+            Refund.gateway_reference.is_(None),
+        )
+        return (await self.session.scalar(query.limit(1))) is not None
+
     async def list_for_payment(
         self, payment_id: str, *, limit: int, starting_after: str | None
     ) -> Page[Refund]:

@@ -5,8 +5,12 @@
 2. the gateway is called with the refund id as idempotency key, holding no database lock;
 3. a second unit of work locks the payment, then the refund (fixed order), and records the
    outcome: succeeded adds to `payment.amount_refunded` and moves the payment; failed releases
-   the amount; an unknown outcome leaves the refund pending for reconciliation (`reconcile`,
-   `settle`, `apply_gateway_refund`).
+   the amount; an unknown outcome leaves the refund pending until reconciliation (`reconcile`,
+   `settle_pending`, `resend_if_stale`) or a webhook (`apply_gateway_refund`) settles it.
+
+Settling only moves a pending refund forward: succeeded and failed are final. A refund the
+gateway reports that we never made (the Stripe dashboard) is booked by `apply_gateway_refund`
+when it fits what is refundable.
 
 Refundable = captured - (succeeded + pending refunds); `amount_refunded` is always the sum of
 the succeeded refunds.
@@ -14,6 +18,7 @@ the succeeded refunds.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -243,33 +248,99 @@ class RefundService:
 
     async def settle(self, refund_id: str, truth: GatewayRefund, actor: Actor = SYSTEM) -> Refund:
         """Record the gateway's word on a refund, in a unit of work of its own."""
+        refund, _ = await self._settle(refund_id, truth, actor)
+        return refund
 
-        async def work(session: AsyncSession) -> Refund:
+    async def settle_pending(
+        self, refund_id: str, truth: GatewayRefund, actor: Actor = SYSTEM
+    ) -> bool:
+        """Like `settle`; True only when this call moved the refund (False: it was settled
+        meanwhile, e.g. by another reconciler or a webhook, or the gateway is undecided)."""
+        _, changed = await self._settle(refund_id, truth, actor)
+        return changed
+
+    async def _settle(
+        self, refund_id: str, truth: GatewayRefund, actor: Actor
+    ) -> tuple[Refund, bool]:
+        async def work(session: AsyncSession) -> tuple[Refund, bool]:
             payment, refund = await self._locked(session, refund_id)
-            self._apply(session, payment, refund, truth, actor)
-            return refund
+            return refund, self._apply(session, payment, refund, truth, actor)  # re-checked
 
         return await self.db.run(work)
 
     async def apply_gateway_refund(
-        self,
-        session: AsyncSession,
-        truth: GatewayRefund,
-        actor: Actor = SYSTEM,
-        *,
-        refund_id: str | None = None,
+        self, session: AsyncSession, payment: Payment, truth: GatewayRefund, actor: Actor = SYSTEM
     ) -> Refund | None:
-        """In the caller's unit of work (e.g. a webhook's): find the refund by our id or by the
-        gateway's reference and record the gateway's word. None when we have no such refund."""
+        """In the caller's unit of work (a webhook's), the caller holding `payment`'s row lock
+        (lock order payment, then refund): record the gateway's word on one of its refunds.
+
+        Ours is found by the gateway's id or by our id in the gateway's metadata. A refund we
+        have no record of (made in the Stripe dashboard) has moved money, so it is recorded as
+        a new refund when it fits what is refundable. None when it cannot be recorded now
+        (it does not fit, or it may be one of ours whose answer is still on its way): the
+        caller keeps the news for later and reconciliation reports it."""
         repo = RefundRepository(session)
-        found = (
-            await repo.get(refund_id)
-            if refund_id is not None
-            else await repo.get_by_reference(truth.reference)
-        )
+        found = await repo.get_by_reference(truth.reference)
+        if found is None and truth.refund_id is not None:
+            found = await repo.get(truth.refund_id)
         if found is None:
-            return None
-        payment, refund = await self._locked(session, found.id)
+            return await self._record_from_gateway(session, payment, truth, actor)
+        if found.payment_id != payment.id or found.gateway_reference not in (
+            None,
+            truth.reference,
+        ):
+            log.warning(
+                "gateway refund %s does not match refund %s of payment %s; not applied",
+                truth.reference,
+                found.id,
+                found.payment_id,
+            )
+            return found
+        refund = await repo.get(found.id, for_update=True)
+        assert refund is not None  # refunds are not deleted
+        self._apply(session, payment, refund, truth, actor)
+        return refund
+
+    async def _record_from_gateway(
+        self, session: AsyncSession, payment: Payment, truth: GatewayRefund, actor: Actor
+    ) -> Refund | None:
+        """A refund the gateway made without us: book it (pending first, then the gateway's
+        status through `_apply`, so it is counted exactly like one of ours)."""
+        repo = RefundRepository(session)
+        if truth.refund_id is None and await repo.has_unreferenced_pending(payment.id):
+            return None  # it may be ours, its answer not recorded yet: wait to know
+        if truth.status != GatewayRefundStatus.FAILED:  # money left (or is leaving)
+            refundable = 0
+            if payment.status in REFUNDABLE:
+                refundable = payment.amount_captured - await repo.outstanding_total(payment.id)
+            if truth.amount > refundable:
+                log.warning(
+                    "gateway refund %s of %d on payment %s exceeds what is refundable here "
+                    "(%d); left for reconciliation",
+                    truth.reference,
+                    truth.amount,
+                    payment.id,
+                    max(refundable, 0),
+                )
+                return None
+        now = self.clock.now()
+        refund = Refund(
+            id=new_id("re"),
+            payment_id=payment.id,
+            amount=truth.amount,
+            currency=payment.currency,
+            status=R.PENDING,
+            reason=truth.reason if truth.reason in REFUND_REASONS else None,
+            meta={},
+            gateway_reference=truth.reference,
+            pending_since=now,
+            created_at=now,
+            updated_at=now,
+        )
+        repo.add(refund)
+        await session.flush()
+        detail = f"gateway refund {truth.reference}"
+        self._history(session, payment, refund, "refund_recorded_from_gateway", actor, detail)
         self._apply(session, payment, refund, truth, actor)
         return refund
 
@@ -289,29 +360,52 @@ class RefundService:
         if refund.status != R.PENDING:
             return refund
         try:
-            truth = await self.gateways.for_payment(payment.gateway).find_refund(refund.id)
+            truth = await self.gateway_truth(payment.gateway, refund.id, refund.gateway_reference)
         except GatewayError as error:
             raise _gateway_failure(error) from None
         if truth is not None:
             return await self.settle(refund.id, truth, actor)
-        stale = refund.pending_since is None or (
-            self.clock.now() - refund.pending_since >= STALE_AFTER
-        )
-        if not stale or payment.gateway_reference is None:
-            return refund
+        resent = await self.resend_if_stale(refund.id, refund.pending_since, actor)
+        return resent or await self.get(SYSTEM, refund_id)
+
+    async def gateway_truth(
+        self, gateway: str, refund_id: str, reference: str | None
+    ) -> GatewayRefund | None:
+        """What the refund's gateway says about it (call with no transaction open); None when
+        the gateway has no such refund."""
+        owner = self.gateways.for_payment(gateway)
+        if reference is not None:
+            return await owner.retrieve_refund(reference)
+        return await owner.find_refund(refund_id)
+
+    async def resend_if_stale(
+        self,
+        refund_id: str,
+        pending_since: dt.datetime | None,
+        actor: Actor = SYSTEM,
+        *,
+        stale: dt.timedelta = STALE_AFTER,
+    ) -> Refund | None:
+        """A pending refund the gateway has no record of, whose call (handed off at
+        `pending_since`) is older than `stale`: send it again with the same idempotency key.
+        None when it is not stale, or was settled or resumed by someone else meanwhile."""
+        if pending_since is not None and self.clock.now() - pending_since < stale:
+            return None  # its request may still be running
 
         async def resume(session: AsyncSession) -> _Call | None:
-            locked_payment, locked = await self._locked(session, refund_id)
-            if locked.status != R.PENDING or locked.pending_since != refund.pending_since:
-                return None  # settled or resumed meanwhile
+            payment, locked = await self._locked(session, refund_id)
+            if (
+                locked.status != R.PENDING
+                or locked.pending_since != pending_since
+                or locked.gateway_reference is not None  # the gateway has it: never resend
+                or payment.gateway_reference is None
+            ):
+                return None
             locked.pending_since = locked.updated_at = self.clock.now()
-            request = _request(locked, str(locked_payment.gateway_reference))
-            return _Call(locked.id, locked_payment.gateway, request)
+            return _Call(locked.id, payment.gateway, _request(locked, payment.gateway_reference))
 
         call = await self.db.run(resume)
-        if call is None:
-            return await self.get(SYSTEM, refund_id)
-        return await self._execute(actor, call)
+        return None if call is None else await self._execute(actor, call)
 
     # -- shared machinery ----------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import exists, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -46,14 +46,16 @@ class WebhookRepository:
         )
         return list(await self.session.scalars(query))
 
-    async def pending_with_known_payment(self, limit: int) -> Sequence[str]:
-        """Pending events whose payment now exists, oldest first."""
+    async def pending_with_known_payment(
+        self, limit: int, types: Collection[str] | None = None
+    ) -> Sequence[str]:
+        """Pending events (of these types) whose payment now exists, oldest first."""
         by_reference = exists().where(Payment.gateway_reference == WebhookEvent.payment_reference)
         by_id = exists().where(Payment.id == WebhookEvent.payment_id)
-        query = (
-            select(WebhookEvent.id)
-            .where(WebhookEvent.status == InboxStatus.PENDING, or_(by_reference, by_id))
-            .order_by(WebhookEvent.received_at, WebhookEvent.id)
-            .limit(limit)
+        query = select(WebhookEvent.id).where(
+            WebhookEvent.status == InboxStatus.PENDING, or_(by_reference, by_id)
         )
+        if types is not None:
+            query = query.where(WebhookEvent.type.in_(sorted(types)))
+        query = query.order_by(WebhookEvent.received_at, WebhookEvent.id).limit(limit)
         return list(await self.session.scalars(query))

@@ -2,9 +2,10 @@
 
 Every verified event is inserted with its id as primary key in the same transaction as its
 effect, so a redelivery (even concurrent) finds the row and changes nothing. Effects only move
-things forward (`PaymentService.apply_gateway_state`, dispute ranks). An event about a payment
-we do not know yet is kept `pending` and applied when the payment appears: right after a
-confirm settles (a confirm listener) and from the background reconciler.
+things forward (`PaymentService.apply_gateway_state`, `RefundService.apply_gateway_refund`,
+dispute ranks). An event about a payment we do not know yet is kept `pending` and applied when
+the payment appears: right after a confirm settles (a confirm listener) and from the background
+reconciler. So is a refund event we cannot book yet (see `_apply_refund_event`).
 
 Lock order: the inbox row (insert), then the payment row; retries lock the payment first and
 re-read the event under that lock, so every application to one payment is serialized.
@@ -28,6 +29,7 @@ from paysvc.errors import InvalidRequest, MalformedRequest
 from paysvc.payments.models import Payment
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import PaymentService
+from paysvc.refunds.service import RefundService
 from paysvc.webhooks.models import InboxStatus, WebhookEvent
 from paysvc.webhooks.repository import WebhookRepository
 from paysvc.webhooks.signature import InvalidSignature, verify_stripe_signature
@@ -57,7 +59,13 @@ PAYMENT_EVENTS = frozenset(
     }
 )
 REFUND_EVENTS = frozenset(
-    {"charge.refunded", "refund.updated", "refund.failed", "charge.refund.updated"}
+    {
+        "charge.refunded",
+        "refund.created",
+        "refund.updated",
+        "refund.failed",
+        "charge.refund.updated",
+    }
 )
 DISPUTE_EVENTS = frozenset(
     {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
@@ -74,6 +82,7 @@ class WebhookService:
         audit: AuditLog,
         payments: PaymentService,
         disputes: DisputeService,
+        refunds: RefundService,
     ) -> None:
         self.db = db
         self.secrets = tuple(secrets)
@@ -81,6 +90,7 @@ class WebhookService:
         self.audit = audit
         self.payments = payments
         self.disputes = disputes
+        self.refunds = refunds
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -157,6 +167,15 @@ class WebhookService:
 
         return await self._retry_all(await self.db.run(find, write=False))
 
+    async def waiting_refund_events(self, limit: int = 200) -> Sequence[str]:
+        """Refund events whose payment we know but which still wait: a refund the gateway
+        made that we could not book (reconciliation reports them for a human)."""
+
+        async def find(session: AsyncSession) -> Sequence[str]:
+            return await WebhookRepository(session).pending_with_known_payment(limit, REFUND_EVENTS)
+
+        return await self.db.run(find, write=False)
+
     async def _retry_all(self, event_ids: Sequence[str]) -> int:
         applied = 0
         for event_id in event_ids:
@@ -227,18 +246,19 @@ class WebhookService:
         payment: Payment,
         actor: Actor,
     ) -> InboxStatus:
-        """SEAM for the refunds branch: settle each refund the event reports from the
-        gateway's truth, e.g. `await refunds.settle_from_gateway(session, payment, truth,
-        actor, reason=f"webhook: {event_type}")` for every `truth`, then return APPLIED.
-
-        `payment` is locked by the caller (lock order payment → refund). Until RefundService
-        is on this branch the event stays `pending` in the inbox and nothing is lost: the
-        reconciler retries it once this function settles refunds."""
+        """Settle each refund the event reports, in this unit of work (`payment` is locked by
+        the caller; the refund is locked after it). Forward only: a late `pending` changes
+        nothing. A refund we cannot record yet (it does not fit what is refundable, or may be
+        one of ours whose answer is on its way) keeps the event pending: it is retried by the
+        reconciler, which reports it while it waits."""
         truths = (
             refunds_of_charge(obj) if event_type == "charge.refunded" else [refund_from_object(obj)]
         )
-        del session, truths, payment, actor
-        return InboxStatus.PENDING
+        waiting = False
+        for truth in truths:
+            if await self.refunds.apply_gateway_refund(session, payment, truth, actor) is None:
+                waiting = True
+        return InboxStatus.PENDING if waiting else InboxStatus.APPLIED
 
     async def _locked_payment(self, session: AsyncSession, link: PaymentLink) -> Payment | None:
         repo = PaymentRepository(session)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from paysvc.gateways.base import (
+    PAYMENT_ID_KEY,
+    REFUND_ID_KEY,
     CardDetails,
     Decline,
     GatewayPayment,
@@ -17,8 +19,6 @@ from paysvc.gateways.base import (
     GatewayRefund,
     GatewayRefundStatus,
 )
-
-PAYMENT_ID_KEY = "paysvc_payment_id"  # our payment id in the PaymentIntent's metadata
 
 _PI_STATUS = {
     "succeeded": GatewayPaymentStatus.CAPTURED,
@@ -106,14 +106,18 @@ def refund_from_object(refund: dict[str, Any]) -> GatewayRefund:
     reference = _str(refund.get("id"))
     payment_reference = _str(refund.get("payment_intent"))
     status = _REFUND_STATUS.get(str(refund.get("status")))
-    if reference is None or payment_reference is None or status is None:
-        raise UnusableObject("refund without id, payment_intent or a known status")
+    amount = _int(refund.get("amount"))
+    if reference is None or payment_reference is None or status is None or amount <= 0:
+        raise UnusableObject("refund without id, payment_intent, amount or a known status")
+    metadata = refund.get("metadata")
     return GatewayRefund(
         reference=reference,
         payment_reference=payment_reference,
-        amount=_int(refund.get("amount")),
+        amount=amount,
         status=status,
         failure_reason=_str(refund.get("failure_reason")),
+        refund_id=_str(metadata.get(REFUND_ID_KEY)) if isinstance(metadata, dict) else None,
+        reason=_str(refund.get("reason")),
     )
 
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 
 from paysvc.bootstrap import Container
+from paysvc.clock import Clock
+from paysvc.gateways.base import GatewayError, GatewayRefund, RefundRequest
+from paysvc.gateways.failover import FailoverGateway
+from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
 from paysvc.payments.models import Payment
 from paysvc.refunds.models import Refund
+from paysvc.refunds.service import RefundService
+from paysvc.web.app import create_app
 from tests.conftest import SERVICE, Api
 
 
@@ -18,6 +26,43 @@ async def refund(
     api: Api, payment_id: str, headers: dict[str, str] | None = None, status: int = 201, **body: Any
 ) -> dict[str, Any]:
     return await api.post(f"/payments/{payment_id}/refunds", body, headers or SERVICE, status)
+
+
+class Troubled:
+    """The sandbox gateway, except that refunds run into `failure`: after the sandbox did the
+    refund (`reached=True`: the answer was lost) or before it got there."""
+
+    def __init__(self, inner: Any, failure: type[GatewayError], *, reached: bool) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.failure = failure
+        self.reached = reached
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def refund(self, request: RefundRequest) -> GatewayRefund:
+        if self.reached:
+            await self.inner.refund(request)
+        raise self.failure("simulated")
+
+
+async def troubled_api(
+    aiohttp_client: Callable[..., Any],
+    container: Container,
+    failure: type[GatewayError],
+    *,
+    reached: bool,
+    clock: Clock | None = None,
+) -> Api:
+    """An Api over the same database whose refunds go through a Troubled sandbox."""
+    gateway = Troubled(container.gateways.for_payment("sandbox"), failure, reached=reached)
+    gateways = Gateways(FailoverGateway([gateway], container.clock))
+    service = RefundService(
+        container.db, gateways, clock or container.clock, container.audit, container.payments
+    )
+    app = create_app(dataclasses.replace(container, refunds=service), own_container=False)
+    return Api(await aiohttp_client(app))
 
 
 @dataclass(frozen=True)

@@ -3,28 +3,23 @@ until reconciliation settles it; a gateway that certainly did nothing fails the 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container
 from paysvc.gateways.base import (
     GatewayError,
-    GatewayRefund,
     GatewayRejected,
     GatewayUnavailable,
     OutcomeUnknown,
-    RefundRequest,
 )
-from paysvc.gateways.failover import FailoverGateway
-from paysvc.gateways.registry import Gateways
 from paysvc.refunds.service import RefundService
-from paysvc.web.app import create_app
 from tests.conftest import SERVICE, Api
-from tests.refunds.helpers import assert_books_agree, books, refund
+from tests.refunds.helpers import assert_books_agree, books, refund, troubled_api
 
 
 class StepClock:
@@ -33,25 +28,6 @@ class StepClock:
 
     def now(self) -> dt.datetime:
         return self.value
-
-
-class Troubled:
-    """The sandbox gateway, except that refunds run into `failure`: after the sandbox did the
-    refund (`reached=True`: the answer was lost) or before it got there."""
-
-    def __init__(self, inner: Any, failure: type[GatewayError], *, reached: bool) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.failure = failure
-        self.reached = reached
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def refund(self, request: RefundRequest) -> GatewayRefund:
-        if self.reached:
-            await self.inner.refund(request)
-        raise self.failure("simulated")
 
 
 Factory = Callable[..., Any]
@@ -64,13 +40,7 @@ def troubled(aiohttp_client: Factory, container: Container) -> Callable[..., Any
     async def build(
         failure: type[GatewayError], *, reached: bool, clock: StepClock | None = None
     ) -> Api:
-        gateway = Troubled(container.gateways.for_payment("sandbox"), failure, reached=reached)
-        gateways = Gateways(FailoverGateway([gateway], container.clock))
-        service = RefundService(
-            container.db, gateways, clock or container.clock, container.audit, container.payments
-        )
-        app = create_app(dataclasses.replace(container, refunds=service), own_container=False)
-        return Api(await aiohttp_client(app))
+        return await troubled_api(aiohttp_client, container, failure, reached=reached, clock=clock)
 
     return build
 
@@ -126,17 +96,14 @@ async def test_webhook_style_settlement_in_callers_unit_of_work(
     flaky = await troubled(OutcomeUnknown, reached=True)
     pending = await refund(flaky, payment["id"], amount=300)
     truth = await container.gateways.primary.find_refund(pending["id"])
-    assert truth is not None
-    async with container.db.transaction() as session:
-        unknown = await container.refunds.apply_gateway_refund(session, truth)
-        assert unknown is None  # our row has no gateway reference yet: found by id only
-        settled = await container.refunds.apply_gateway_refund(
-            session, truth, refund_id=pending["id"]
-        )
-        assert settled is not None and settled.status == "succeeded"
-    async with container.db.transaction() as session:
-        again = await container.refunds.apply_gateway_refund(session, truth)
-        assert again is not None and again.status == "succeeded"  # by reference, no change
+    assert truth is not None and truth.refund_id == pending["id"]
+    for _ in range(2):  # the second time: found by reference, nothing changes
+        async with container.db.transaction() as session:
+            locked = await container.payments.load(session, SYSTEM, payment["id"], for_update=True)
+            settled = await container.refunds.apply_gateway_refund(session, locked, truth)
+            assert settled is not None and settled.id == pending["id"]
+            assert settled.status == "succeeded"
+            assert settled.gateway_reference == truth.reference
     after = await api.get(f"/payments/{payment['id']}")
     assert after["amount_refunded"] == 300
     assert_books_agree(await books(container, payment["id"]))

@@ -16,9 +16,8 @@ from paysvc.audit.models import AuditEntry
 from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container, build_container
 from paysvc.gateways.base import ChargeRequest, GatewayPayment
-from paysvc.payments.states import PaymentStatus
 from paysvc.web.app import create_app
-from tests.conftest import Api, make_settings
+from tests.conftest import SERVICE, Api, make_settings
 from tests.stripe_events import (
     OLD_WEBHOOK_SECRET,
     WEBHOOK_SECRET,
@@ -168,13 +167,7 @@ async def test_events_never_move_a_payment_backwards(
         assert (await deliver(client, payload))["status"] == "applied"
     assert await api.get(f"/payments/{payment['id']}") == payment
 
-    # Refunded (until the refunds package lands: moved through the service's one transition).
-    async def refund_all(session: Any) -> None:
-        row = await container.payments.load(session, SYSTEM, payment["id"], for_update=True)
-        row.amount_refunded = row.amount_captured
-        container.payments.transition(session, row, PaymentStatus.REFUNDED, SYSTEM, reason="t")
-
-    await container.db.run(refund_all)
+    await api.post(f"/payments/{payment['id']}/refunds", {}, SERVICE, status=201)
     refunded = await api.get(f"/payments/{payment['id']}")
     late = event(
         "payment_intent.succeeded", intent(reference, "succeeded", payment_id=payment["id"])
@@ -290,23 +283,6 @@ async def test_event_for_unknown_payment_waits_until_reconciliation_finds_it(
     settled = await api.get(f"/payments/{payment['id']}")
     assert settled["status"] == "captured" and settled["disputed"] is True
     assert await inbox(container) == {payload["id"]: "applied"}
-
-
-async def test_refund_events_wait_in_the_inbox_until_refunds_are_connected(
-    api: Api, client: TestClient[Any, Any], container: Container
-) -> None:
-    payment = await api.paid()
-    charge = {
-        "id": "ch_1",
-        "object": "charge",
-        "payment_intent": payment["gateway_reference"],
-        "amount_refunded": 500,
-        "refunds": {"data": [{"id": "re_x", "amount": 500, "status": "succeeded"}]},
-    }
-    payload = event("charge.refunded", charge)
-    assert (await deliver(client, payload))["status"] == "pending"
-    assert await inbox(container) == {payload["id"]: "pending"}
-    assert await api.get(f"/payments/{payment['id']}") == payment
 
 
 async def test_cancelled_intent_fails_a_processing_payment(
