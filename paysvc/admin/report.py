@@ -95,7 +95,7 @@ def summarize(
     with `by_day`, every day of the range is present for every currency (zeros included)."""
     totals: dict[str, Figures] = {currency: Figures()} if currency else {}
     by_status = {str(status): 0 for status in PaymentStatus}
-    days: dict[tuple[str, str], Figures] = {}
+    days: dict[tuple[dt.date, str], Figures] = {}
     for row in groups:
         totals.setdefault(row.currency, Figures()).add(row)
         by_status[row.status] = by_status.get(row.status, 0) + row.count
@@ -104,7 +104,7 @@ def summarize(
     day_list: list[DayFigures] | None = None
     if by_day:
         day_list = [
-            DayFigures(day, code, days.get((day.isoformat(), code), Figures()))
+            DayFigures(day, code, days.get((day, code), Figures()))
             for day in _dates(start, end)
             for code in sorted(totals)
         ]
