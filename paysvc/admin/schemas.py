@@ -30,16 +30,13 @@ DEFINITIONS = (
 )
 
 
-class IsoDate(fields.Field[dt.date]):
-    """`YYYY-MM-DD`, nothing else (no week dates, no times)."""
+class IsoDate(fields.Date):
+    """`YYYY-MM-DD`, nothing else (no week dates, no basic format, no times)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.date:
         if not isinstance(value, str) or not _DATE.match(value):
             raise ValidationError("must be a date YYYY-MM-DD")
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            raise ValidationError("must be a date YYYY-MM-DD") from None
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class TransactionQuery(Schema):
