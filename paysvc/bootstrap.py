@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from paysvc.admin.service import AdminService
 from paysvc.audit.service import AuditLog
 from paysvc.auth.tokens import TokenVerifier
 from paysvc.clock import Clock, SystemClock
@@ -41,6 +42,7 @@ class Container:
     webhooks: WebhookService
     reconcile: ReconcileService
     idempotency: IdempotencyService
+    admin: AdminService
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -76,6 +78,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         webhooks=webhooks,
         reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds),
         idempotency=IdempotencyService(db, clock),
+        admin=AdminService(db, payments, clock, audit),
     )
 
 

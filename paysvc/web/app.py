@@ -15,7 +15,7 @@ from paysvc import __version__
 from paysvc.bootstrap import Container
 from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
-from paysvc.web.handlers import disputes, health, payments, refunds, webhooks
+from paysvc.web.handlers import admin, disputes, health, payments, refunds, webhooks
 from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
 from paysvc.web.metrics import METRICS, Metrics
@@ -62,6 +62,7 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(refunds.routes)
     app.add_routes(disputes.routes)
     app.add_routes(webhooks.routes)
+    app.add_routes(admin.routes)
     _OpenApi(
         app=app, title="paysvc", version=__version__, url="/openapi.json", swagger_path="/docs"
     )

@@ -1,0 +1,1 @@
+"""Admin use cases: transaction reporting and status corrections."""
