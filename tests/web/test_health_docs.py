@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from marshmallow import Schema
 
 from paysvc import __version__
-from paysvc.bootstrap import build_container
+from paysvc.bootstrap import Container, build_container
 from paysvc.payments.schemas import (
     AdminPaymentListQuery,
     CancelRequest,
@@ -21,6 +22,7 @@ from paysvc.payments.schemas import (
     PaymentListQuery,
 )
 from paysvc.web.app import create_app
+from paysvc.web.handlers import health
 from tests.conftest import Api, make_settings
 
 
@@ -134,3 +136,18 @@ async def test_openapi_is_generated_from_the_validating_schemas(
             names = {p["name"] for p in spec["paths"][path]["get"]["parameters"]}
             assert names == set(schema().fields), path
         assert {"/payments/{id}", "/health", "/health/ready"} <= set(spec["paths"])
+
+
+async def test_ready_does_not_hang_on_a_silent_database(
+    api: Api, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def never_answers() -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(health, "READY_TIMEOUT", 0.05)
+    monkeypatch.setattr(container.db, "ping", never_answers)
+    response = await asyncio.wait_for(api.client.get("/health/ready"), 5)
+    body = await response.json()
+    assert response.status == 503
+    assert body["checks"]["database"] == "unavailable"
+    assert body["checks"]["gateway"] == "unavailable"  # the sandbox's ledger is that database

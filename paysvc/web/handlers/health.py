@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from paysvc import __version__
@@ -9,6 +11,7 @@ from paysvc.web.io import container, doc, json_response
 from paysvc.web.metrics import METRICS
 
 routes = web.RouteTableDef()
+READY_TIMEOUT = 5.0  # seconds: a probe that hangs is a probe that fails
 
 
 @doc(tags=["health"], summary="Liveness")
@@ -23,11 +26,14 @@ async def ready(request: web.Request) -> web.Response:
     services = container(request)
     checks: dict[str, str] = {}
     try:
-        await services.db.ping()
+        await asyncio.wait_for(services.db.ping(), READY_TIMEOUT)
         checks["database"] = "ok"
-    except Exception:
+    except Exception:  # unreachable, or no answer in time: not ready either way
         checks["database"] = "unavailable"
-    gateways = await services.gateways.health()
+    try:
+        gateways = await asyncio.wait_for(services.gateways.health(), READY_TIMEOUT)
+    except TimeoutError:
+        gateways = {name: "timeout" for name in services.gateways.names} | {"active": "none"}
     checks["gateway"] = "ok" if gateways["active"] != "none" else "unavailable"
     ok = all(value == "ok" for value in checks.values())
     return json_response(
