@@ -18,7 +18,7 @@ from paysvc.db.engine import Database
 from paysvc.errors import InvalidRequest, PermissionDenied, StateConflict
 from paysvc.payments.models import Payment
 from paysvc.payments.repository import PaymentRepository
-from paysvc.payments.service import PaymentService, _in_progress, _order_already_paid
+from paysvc.payments.service import PaymentService, in_progress_error, order_already_paid_error
 from paysvc.payments.states import LIVE, PaymentStatus, check_transition
 
 S = PaymentStatus
@@ -111,7 +111,7 @@ class AdminService:
         async def work(session: AsyncSession) -> Payment:
             payment = await self.payments.load(session, actor, payment_id, for_update=True)
             if payment.pending_operation is not None:
-                raise _in_progress(payment)
+                raise in_progress_error(payment)
             previous = S(payment.status)
             check_transition(previous, target)
             if target in REFUND_STATUSES:
@@ -124,7 +124,7 @@ class AdminService:
                 if await PaymentRepository(session).order_is_held(
                     payment.order_id, other_than=payment.id
                 ):
-                    raise _order_already_paid()
+                    raise order_already_paid_error()
             before = _money(payment)
             _settle_money(payment, previous, target)
             self.payments.transition(session, payment, target, actor, reason=reason)
@@ -145,7 +145,7 @@ class AdminService:
             try:
                 await session.flush()
             except IntegrityError:  # the one-live-payment-per-order index, under a race
-                raise _order_already_paid() from None
+                raise order_already_paid_error() from None
             return payment
 
         return await self.db.run(work)

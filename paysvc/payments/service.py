@@ -196,14 +196,14 @@ class PaymentService:
                     raise InvalidRequest("payment_method: required", param="payment_method")
                 repo = PaymentRepository(session)
                 if await repo.order_is_held(payment.order_id, other_than=payment.id):
-                    raise _order_already_paid()
+                    raise order_already_paid_error()
                 payment.payment_method = method
                 payment.confirm_attempts += 1
             self._mark(payment, "confirm")
             try:
                 await session.flush()
             except IntegrityError:
-                raise _order_already_paid() from None
+                raise order_already_paid_error() from None
             request = ChargeRequest(
                 payment_id=payment.id,
                 order_id=payment.order_id,
@@ -251,7 +251,7 @@ class PaymentService:
                 },
             )
         if isinstance(result, GatewayError) and not isinstance(result, OutcomeUnknown):
-            raise _gateway_failure(result)
+            raise gateway_failure(result)
         return payment
 
     async def _charge(
@@ -386,7 +386,7 @@ class PaymentService:
                 http_status=502,
             )
         if isinstance(result, GatewayError):
-            raise _gateway_failure(result)
+            raise gateway_failure(result)
         return payment
 
     def apply_gateway_state(
@@ -568,7 +568,7 @@ class PaymentService:
         )
         if payment.pending_operation == operation and stale:
             return True
-        raise _in_progress(payment)
+        raise in_progress_error(payment)
 
     def _mark(self, payment: Payment, operation: str) -> None:
         payment.pending_operation = operation
@@ -618,20 +618,20 @@ def operation_resolved(operation: str, status: PaymentStatus) -> bool:
     return status != S.AUTHORIZED  # capture, cancel
 
 
-def _order_already_paid() -> StateConflict:
+def order_already_paid_error() -> StateConflict:
     return StateConflict(
         "This order already has a payment in progress or paid", code="order_already_paid"
     )
 
 
-def _in_progress(payment: Payment) -> StateConflict:
+def in_progress_error(payment: Payment) -> StateConflict:
     return StateConflict(
         f"A {payment.pending_operation} of this payment is in progress",
         code="operation_in_progress",
     )
 
 
-def _gateway_failure(error: GatewayError) -> PaysvcError:
+def gateway_failure(error: GatewayError) -> PaysvcError:
     if isinstance(error, InvalidPaymentMethod):
         return InvalidRequest(
             "payment_method: not a payment method the gateway knows",

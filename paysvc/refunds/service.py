@@ -49,7 +49,7 @@ from paysvc.ids import new_id
 from paysvc.payments.models import Payment
 from paysvc.payments.repository import Page, PaymentRepository
 from paysvc.payments.schemas import render_payment
-from paysvc.payments.service import STALE_AFTER, PaymentService, _gateway_failure
+from paysvc.payments.service import STALE_AFTER, PaymentService, gateway_failure
 from paysvc.payments.states import REFUNDABLE, PaymentStatus
 from paysvc.refunds.models import Refund
 from paysvc.refunds.repository import RefundRepository
@@ -241,7 +241,7 @@ class RefundService:
 
         refund = await self.db.run(finish)
         if isinstance(result, GatewayError) and not isinstance(result, OutcomeUnknown):
-            raise _gateway_failure(result)
+            raise gateway_failure(result)
         return refund
 
     # -- settling (reconciliation, webhooks) ---------------------------------------------
@@ -362,7 +362,7 @@ class RefundService:
         try:
             truth = await self.gateway_truth(payment.gateway, refund.id, refund.gateway_reference)
         except GatewayError as error:
-            raise _gateway_failure(error) from None
+            raise gateway_failure(error) from None
         if truth is not None:
             return await self.settle(refund.id, truth, actor)
         resent = await self.resend_if_stale(refund.id, refund.pending_since, actor)
