@@ -87,7 +87,13 @@ def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
     for name in settings.payment_gateways:
         if name == "stripe":
             assert settings.stripe_secret_key is not None  # Settings refuses stripe without it
-            chain.append(StripeGateway(settings.stripe_secret_key, settings.stripe_api_base))
+            chain.append(
+                StripeGateway(
+                    settings.stripe_secret_key,
+                    settings.stripe_api_base,
+                    timeout_seconds=settings.stripe_timeout_seconds,
+                )
+            )
         else:
             chain.append(SandboxGateway(db, clock))
     return Gateways(FailoverGateway(chain, clock))

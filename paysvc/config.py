@@ -34,6 +34,7 @@ class Settings:
     stripe_secret_key: str | None
     stripe_webhook_secrets: tuple[str, ...]
     stripe_api_base: str | None
+    stripe_timeout_seconds: float
     encryption_key: bytes
     encryption_keys_retired: tuple[bytes, ...]
     pci_compliance_mode: str
@@ -120,6 +121,7 @@ class Settings:
                 s.strip() for s in (get("STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
             ),
             stripe_api_base=get("STRIPE_API_BASE") and _url(get, "STRIPE_API_BASE", ""),
+            stripe_timeout_seconds=_number(get, "STRIPE_TIMEOUT_SECONDS", "20", float, 0.1, 120.0),
             encryption_key=encryption_key,
             encryption_keys_retired=retired,
             pci_compliance_mode=_choice(
