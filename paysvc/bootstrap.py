@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paysvc.audit.service import AuditLog
+from paysvc.audit.trail import AuditTrail
 from paysvc.auth.tokens import TokenVerifier
 from paysvc.clock import Clock, SystemClock
 from paysvc.config import Settings
@@ -33,6 +34,7 @@ class Container:
     tokens: TokenVerifier
     payments: PaymentService
     refunds: RefundService
+    audit_trail: AuditTrail
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -58,6 +60,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         tokens=TokenVerifier(settings.jwt_secret_key, settings.jwt_issuer, settings.jwt_audience),
         payments=payments,
         refunds=refunds,
+        audit_trail=AuditTrail(db, audit),
     )
 
 

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
 from paysvc import __version__
+from paysvc.audit.chain import AuditSealer, seal_pending
 from paysvc.bootstrap import Container
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
-from paysvc.web.handlers import health, payments, refunds
+from paysvc.web.guards import RATE_LIMITS, ip_rate_limit, pci_guard, principal_rate_limit
+from paysvc.web.handlers import audit, health, payments, refunds
+from paysvc.web.headers import harden
 from paysvc.web.keys import CONTAINER
 from paysvc.web.metrics import METRICS, Metrics
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
+from paysvc.web.ratelimit import TokenBuckets
 
 MAX_BODY = 64 * 1024
+log = logging.getLogger(__name__)
 
 
 def create_app(container: Container, *, own_container: bool = True) -> web.Application:
@@ -25,15 +33,20 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[
-            request_id_middleware,
+            request_id_middleware,  # request id, logging context, access log
             metrics.middleware(),
             error_middleware,
+            ip_rate_limit,  # before auth: clients without valid credentials, per IP
             auth_middleware,
+            principal_rate_limit,  # after auth: per principal
+            pci_guard,  # before anything reads the body to store it
         ],
     )
+    app.on_response_prepare.append(harden)
     app[METRICS] = metrics
     app[CONTAINER] = container
     settings = container.settings
+    app[RATE_LIMITS] = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
     remote = (
         RemoteAuthenticator(settings.auth_service_url, container.clock)
         if settings.auth_mode == "remote"
@@ -43,6 +56,7 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(health.routes)
     app.add_routes(payments.routes)
     app.add_routes(refunds.routes)
+    app.add_routes(audit.routes)
     setup_aiohttp_apispec(
         app,
         title="paysvc",
@@ -52,7 +66,18 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     )
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
+        sealer = AuditSealer(container.db, container.keyring)
+        container.audit.on_commit = sealer.wake  # entries are chained just after their commit
+        task = asyncio.create_task(sealer.run(), name="paysvc-audit-sealer")
         yield
+        container.audit.on_commit = None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            await seal_pending(container.db, container.keyring)  # what the last requests wrote
+        except Exception:
+            log.exception("could not seal the audit trail at shutdown")
         if remote is not None:
             await remote.close()
         if own_container:

@@ -30,7 +30,7 @@ async def read_json(request: web.Request) -> Any:
     raw = await request.read()  # bounded by client_max_size (64 KiB) -> 413
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MalformedRequest("The request body is not valid JSON") from None
 
 
