@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import secrets
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
@@ -24,7 +27,23 @@ EXIT_DOMAIN = 1
 EXIT_USAGE = 2
 EXIT_DRIFT = 3
 
-OPERATOR = Actor(id="operator", role=Role.ADMIN, origin="cli")
+
+def _operator() -> Actor:
+    """Who runs this command, for the audit trail: the OS user and host (one process per
+    command, so one request id per command correlates its entries)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = "unknown"
+    return Actor(
+        id=f"operator:{user}"[:64],
+        role=Role.ADMIN,
+        origin=f"cli:{socket.gethostname()}"[:64],
+        request_id="cli_" + secrets.token_hex(12),
+    )
+
+
+OPERATOR = _operator()
 
 
 def fail(message: str, code: int = EXIT_DOMAIN) -> NoReturn:
