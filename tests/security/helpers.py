@@ -34,7 +34,20 @@ async def paysvc(database_url: str, *args: str, **env: str) -> Result:
         "PAYMENT_GATEWAY": "sandbox",
         **env,
     }
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=full)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=full)
+    finally:  # `serve` installs its log handler on CliRunner's stream: put things back
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def error_lines(result: Result) -> list[str]:
+    """What the command said besides JSON log lines."""
+    return [
+        line for line in result.output.splitlines() if line.strip() and not line.startswith("{")
+    ]
 
 
 async def raw_database(database_url: str) -> bytes:
