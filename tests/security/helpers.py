@@ -63,7 +63,8 @@ async def raw_database(database_url: str) -> bytes:
     try:
         chunks = []
         for table in metadata.sorted_tables:
-            rows = await connection.fetch(f'SELECT t::text AS row FROM "{table.name}" t')
+            query = f'SELECT t::text AS row FROM "{table.name}" t'  # noqa: S608 (our tables)
+            rows = await connection.fetch(query)
             chunks.extend(row["row"].encode() for row in rows)
         return b"\n".join(chunks)
     finally:

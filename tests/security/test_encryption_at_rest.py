@@ -89,7 +89,8 @@ async def test_flipped_byte_fails_loudly(api: Api, container: Container, column:
 
     async def envelope(session: AsyncSession) -> str:
         value = await session.scalar(
-            text(f"SELECT {column} FROM payments WHERE id = :id"), {"id": payment["id"]}
+            text(f"SELECT {column} FROM payments WHERE id = :id"),  # noqa: S608 (fixed names)
+            {"id": payment["id"]},
         )
         assert isinstance(value, str)
         return value
@@ -98,9 +99,8 @@ async def test_flipped_byte_fails_loudly(api: Api, container: Container, column:
     raw = bytearray(base64.b64decode(payload))
     raw[len(raw) // 2] ^= 0x01
     tampered = f"{head}:{base64.b64encode(bytes(raw)).decode()}"
-    await execute(
-        container, f"UPDATE payments SET {column} = :v WHERE id = :id", v=tampered, id=payment["id"]
-    )
+    update = f"UPDATE payments SET {column} = :v WHERE id = :id"  # noqa: S608 (fixed names)
+    await execute(container, update, v=tampered, id=payment["id"])
     await assert_fails_loudly(api, payment["id"], "value does not decrypt")
 
 
