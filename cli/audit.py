@@ -83,6 +83,7 @@ def verify(
     console.print(
         f"{result.checked} entries verified; last seq {result.last_seq} id {result.last_id}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -127,4 +128,4 @@ def export(
 
         count = run_async(with_container(work))
     if output is not None:
-        console.print(f"exported {count} entries to {output}", highlight=False)
+        console.print(f"exported {count} entries to {output}", highlight=False, soft_wrap=True)

@@ -67,11 +67,13 @@ def _print_status(report: dict[str, Any]) -> None:
             f"{report['pending']} values/entries not yet under the active key: run "
             "`paysvc keys rotate`",
             highlight=False,
+            soft_wrap=True,
         )
     if removable:
         console.print(
             "no longer used, may be removed from ENCRYPTION_KEYS_RETIRED: " + ", ".join(removable),
             highlight=False,
+            soft_wrap=True,
         )
     if any(row["state"] == "unknown" for row in report["keys"]):
         console.print(
@@ -127,6 +129,8 @@ def rotate(
 
         done, report = run_async(with_container(work))
     console.print(
-        f"rewrote {done} values/entries; active key {report['active_key_id']}", highlight=False
+        f"rewrote {done} values/entries; active key {report['active_key_id']}",
+        highlight=False,
+        soft_wrap=True,
     )
     _print_status(report)
