@@ -6,10 +6,10 @@ Order in the middleware chain (see `create_app`):
 
 - `ip_rate_limit` (before auth): requests without credentials (and the public docs) spend from
   their client IP's bucket; requests *with* a bearer token spend from it only when the token is
-  refused (401), and an IP whose bucket is empty is refused before its token is even verified —
-  so guessing tokens (or hammering the remote auth service) is limited per IP, while valid
-  callers are limited per principal only. `/health*`, `/metrics` and `/webhooks/*` are exempt
-  (probes, scrapers and Stripe's retries must never be throttled).
+  refused, and once that bucket is empty a refused token gets 429 instead of 401 — so guessing
+  tokens is limited per IP, while callers with valid credentials are limited per principal only
+  (never by what others behind the same IP do). `/health*`, `/metrics` and `/webhooks/*` are
+  exempt (probes, scrapers and Stripe's retries must never be throttled).
 - `principal_rate_limit` (after auth): one bucket per authenticated principal (role + id).
 - `pci_guard` (after auth, before anything reads the body for storage — the idempotency layer
   included): in `PCI_COMPLIANCE_MODE=strict`, any body holding a card number or a card-data field
@@ -61,12 +61,11 @@ async def ip_rate_limit(request: web.Request, handler: Handler) -> web.StreamRes
         if (wait := buckets.take(key)) is not None:
             raise _refuse(wait)
         return await handler(request)
-    if (wait := buckets.peek(key)) is not None:
-        raise _refuse(wait)  # this IP spent its budget on refused credentials
     try:
         return await handler(request)
-    except AuthenticationFailed:
-        buckets.take(key)
+    except AuthenticationFailed as refused:
+        if (wait := buckets.take(key)) is not None:
+            raise _refuse(wait) from refused
         raise
 
 

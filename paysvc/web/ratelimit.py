@@ -66,15 +66,6 @@ class TokenBuckets:
             return None
         return (1.0 - bucket.tokens) / self.rate
 
-    def peek(self, key: str) -> float | None:
-        """Like `take` without spending: None when a token is there, else seconds to wait."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            return None
-        elapsed = max(0.0, self._clock() - bucket.updated)
-        tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
-        return None if tokens >= 1.0 else (1.0 - tokens) / self.rate
-
     def _drop_idle(self, now: float) -> None:
         """Drop buckets, oldest first, that have been idle long enough to be full again."""
         while self._buckets:

@@ -93,15 +93,3 @@ def test_invalid_settings() -> None:
         TokenBuckets(rate_per_second=0, burst=1)
     with pytest.raises(ValueError):
         TokenBuckets(rate_per_second=1, burst=0)
-
-
-def test_peek_does_not_spend() -> None:
-    clock = FakeClock()
-    buckets = TokenBuckets(rate_per_second=1, burst=1, clock=clock)
-    assert buckets.peek("a") is None  # no bucket yet: a token is there
-    assert buckets.take("a") is None
-    assert buckets.peek("a") == pytest.approx(1.0)
-    assert buckets.peek("a") == pytest.approx(1.0)  # peeking twice spends nothing
-    clock.now += 1
-    assert buckets.peek("a") is None
-    assert buckets.take("a") is None
