@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,7 +10,7 @@ from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
 from paysvc import __version__
-from paysvc.audit.chain import AuditSealer, seal_pending
+from paysvc.audit.chain import AuditSealer
 from paysvc.bootstrap import Container
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.guards import RATE_LIMITS, ip_rate_limit, pci_guard, principal_rate_limit
@@ -23,6 +22,7 @@ from paysvc.web.middlewares import auth_middleware, error_middleware, request_id
 from paysvc.web.ratelimit import TokenBuckets
 
 MAX_BODY = 64 * 1024
+SEALER_STOP_TIMEOUT = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -71,13 +71,14 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
         task = asyncio.create_task(sealer.run(), name="paysvc-audit-sealer")
         yield
         container.audit.on_commit = None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        sealer.stop()  # finishes the seal in progress, seals what is left, returns
         try:
-            await seal_pending(container.db, container.keyring)  # what the last requests wrote
-        except Exception:
-            log.exception("could not seal the audit trail at shutdown")
+            await asyncio.wait_for(task, timeout=SEALER_STOP_TIMEOUT)
+        except TimeoutError:
+            log.error(
+                "the audit sealer did not stop in time; entries left unsealed are sealed "
+                "by the next instance or `paysvc audit verify` reports them"
+            )
         if remote is not None:
             await remote.close()
         if own_container:

@@ -369,3 +369,12 @@ async def test_list_entries_filters_and_pages(db: Database) -> None:
         assert [e.id for e in page] == [ids[2], ids[1]]
         with pytest.raises(InvalidRequest):
             await chain.list_entries(session, starting_after="aud_missing")
+
+
+async def test_stopping_the_sealer_seals_what_is_left(db: Database) -> None:
+    sealer = chain.AuditSealer(db, db.keyring, interval=60)
+    task = asyncio.create_task(sealer.run())
+    await write_entries(db, 2)
+    sealer.stop()  # no wake(): stop alone seals the rest, then run() returns
+    await asyncio.wait_for(task, timeout=5)
+    assert [e.seq for e in await entries(db)] == [1, 2]
