@@ -80,8 +80,13 @@ def verify(
         return
     if not result.ok:
         fail(f"audit entry {result.first_bad} failed verification: {result.problem}")
+    head = (
+        f"last seq {result.last_seq} id {result.last_id}"
+        if result.last_id is not None
+        else "nothing sealed yet"
+    )
     console.print(
-        f"{result.checked} entries verified; last seq {result.last_seq} id {result.last_id}",
+        f"{result.checked} entries verified; {head}",
         highlight=False,
         soft_wrap=True,
     )

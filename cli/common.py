@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
+from paysvc.audit.chain import seal_pending
 from paysvc.auth.principal import Actor, Role
 from paysvc.bootstrap import Container, build_container
 from paysvc.config import Settings
@@ -67,9 +68,21 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
+    """Run a command's work over a fresh container; audit entries it committed are sealed into
+    the chain before it exits (no need for a running server's sealer)."""
     container = build_container(settings())
+    audited = False
+
+    def note() -> None:
+        nonlocal audited
+        audited = True
+
+    container.audit.on_commit = note
     try:
-        return await work(container)
+        result = await work(container)
+        if audited:
+            await seal_pending(container.db, container.keyring)
+        return result
     finally:
         await container.close()
 

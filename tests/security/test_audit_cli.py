@@ -39,6 +39,12 @@ async def execute(container: Container, sql: str, **params: object) -> None:
     await container.db.run(work)
 
 
+async def test_verify_an_empty_trail(database_url: str) -> None:
+    result = await paysvc(database_url, "audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "0 entries verified; nothing sealed yet"
+
+
 async def test_verify_a_clean_trail(api: Api, container: Container, database_url: str) -> None:
     entries = await sealed_trail(api, container)
     result = await paysvc(database_url, "audit", "verify")
@@ -181,6 +187,7 @@ async def test_export_jsonl_and_csv(
     assert len(exports) == 3  # every export (and its range) is itself on the trail
     assert {json.loads(e.details)["format"] for e in exports} == {"jsonl", "csv"}
     assert all(e.actor_id.startswith("operator:") and e.origin.startswith("cli:") for e in exports)
+    assert all(e.seq is not None for e in exports)
 
 
 async def test_cli_refunds_are_audited(api: Api, container: Container, database_url: str) -> None:
@@ -200,3 +207,6 @@ async def test_cli_refunds_are_audited(api: Api, container: Container, database_
     }
     assert all(e.actor_role == "admin" and e.origin.startswith("cli:") for e in entries)
     assert len({e.request_id for e in entries}) == 1
+    assert all(e.seq is not None for e in entries)  # the command sealed what it wrote
+    verified = await paysvc(database_url, "audit", "verify")
+    assert verified.exit_code == 0, verified.output
