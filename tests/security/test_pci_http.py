@@ -110,3 +110,12 @@ async def test_permissive_mode_skips_the_check(
     )
     assert response.status == 201
     assert PAN.encode() not in await raw_database(database_url)  # still encrypted at rest
+
+
+async def test_a_deeply_nested_body_is_a_clean_400(client: TestClient[Any, Any]) -> None:
+    body = "[" * 30_000 + "]" * 30_000  # under 64 KiB, deeper than the JSON parser recurses
+    response = await client.post(
+        "/payments/intents", data=body, headers={**CUSTOMER, "Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "malformed_request"
