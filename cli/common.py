@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import secrets
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -14,6 +17,7 @@ from alembic.util import CommandError
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
+from paysvc.audit.chain import seal_pending
 from paysvc.auth.principal import Actor, Role
 from paysvc.bootstrap import Container, build_container
 from paysvc.config import Settings
@@ -27,7 +31,23 @@ EXIT_DOMAIN = 1
 EXIT_USAGE = 2
 EXIT_DRIFT = 3
 
-OPERATOR = Actor(id="operator", role=Role.ADMIN, origin="cli")
+
+def _operator() -> Actor:
+    """Who runs this command, for the audit trail: the OS user and host (one process per
+    command, so one request id per command correlates its entries)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = "unknown"
+    return Actor(
+        id=f"operator:{user}"[:64],
+        role=Role.ADMIN,
+        origin=f"cli:{socket.gethostname()}"[:64],
+        request_id="cli_" + secrets.token_hex(12),
+    )
+
+
+OPERATOR = _operator()
 
 
 def fail(message: str, code: int = EXIT_DOMAIN) -> NoReturn:
@@ -67,9 +87,21 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
+    """Run a command's work over a fresh container; audit entries it committed are sealed into
+    the chain before it exits (no need for a running server's sealer)."""
     container = build_container(settings())
+    audited = False
+
+    def note() -> None:
+        nonlocal audited
+        audited = True
+
+    container.audit.on_commit = note
     try:
-        return await work(container)
+        result = await work(container)
+        if audited:
+            await seal_pending(container.db, container.keyring)
+        return result
     finally:
         await container.close()
 

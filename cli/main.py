@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, idempotency, payments, reconcile, refunds, serve, token
+from cli import audit, db, idempotency, keys, payments, reconcile, refunds, serve, token
 
 app = typer.Typer(
     name="paysvc",
@@ -20,6 +20,8 @@ app.add_typer(token.app, name="token")
 app.add_typer(payments.app, name="payments")
 app.add_typer(refunds.app, name="refunds")
 app.add_typer(idempotency.app, name="idempotency")
+app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 
 if __name__ == "__main__":
     app()

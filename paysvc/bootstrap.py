@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from paysvc.admin.service import AdminService
 from paysvc.audit.service import AuditLog
+from paysvc.audit.trail import AuditTrail
 from paysvc.auth.tokens import TokenVerifier
 from paysvc.clock import Clock, SystemClock
 from paysvc.config import Settings
@@ -43,6 +44,7 @@ class Container:
     reconcile: ReconcileService
     idempotency: IdempotencyService
     admin: AdminService
+    audit_trail: AuditTrail
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -79,6 +81,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds),
         idempotency=IdempotencyService(db, clock),
         admin=AdminService(db, payments, clock, audit),
+        audit_trail=AuditTrail(db, audit),
     )
 
 

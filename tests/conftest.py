@@ -111,7 +111,9 @@ async def container(settings: Settings) -> AsyncIterator[Container]:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Callable[..., Any], container: Container) -> TestClient[Any, Any]:
+async def client(container: Container, aiohttp_client: Callable[..., Any]) -> TestClient[Any, Any]:
+    # `container` first: set up before the app and closed after it, so the app's last audit
+    # seal on shutdown still finds the engine (else it reopens a pool that nobody disposes).
     return await aiohttp_client(create_app(container, own_container=False))  # type: ignore[no-any-return]
 
 

@@ -139,15 +139,26 @@ async def _seal_batch(
 class AuditSealer:
     """Background sealer: `wake()` after a commit (cheap, never blocks), seals at least every
     `interval` seconds. Run `run()` as a task for the lifetime of the app; one per process is
-    enough, several processes are safe."""
+    enough, several processes are safe.
+
+    Stop it with `stop()` and await the task: it finishes the seal in progress, seals once more
+    (what the last requests wrote) and returns. Cancelling the task instead can interrupt a
+    write transaction halfway, and on SQLite a connection abandoned inside BEGIN IMMEDIATE keeps
+    the write lock until it is garbage-collected.
+    """
 
     def __init__(self, db: Database, keyring: Keyring, interval: float = 5.0) -> None:
         self.db = db
         self.keyring = keyring
         self.interval = interval
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -161,6 +172,8 @@ class AuditSealer:
                 raise
             except Exception:
                 log.exception("sealing the audit chain failed; will retry")
+            if self._stopping and not self._wake.is_set():
+                return  # stopped, and the last seal began after stop(): nothing left behind
 
 
 # --- verification ----------------------------------------------------------------------------

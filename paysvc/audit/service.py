@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.models import AuditEntry
@@ -12,10 +14,17 @@ from paysvc.auth.principal import Actor
 from paysvc.clock import Clock
 from paysvc.ids import new_id
 
+_NOTIFYING = "paysvc_audit_notify"
+
 
 class AuditLog:
+    """Records entries in the caller's unit of work. `on_commit` (set by the app to the
+    sealer's `wake`) is called after a transaction that recorded entries commits, so they are
+    chained moments later; a rolled-back transaction leaves nothing and calls nothing."""
+
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        self.on_commit: Callable[[], None] | None = None
 
     def record(
         self,
@@ -42,4 +51,12 @@ class AuditLog:
             details=json.dumps(details or {}, sort_keys=True),
         )
         session.add(entry)
+        self._notify_after_commit(session)
         return entry
+
+    def _notify_after_commit(self, session: AsyncSession) -> None:
+        callback = self.on_commit
+        if callback is None or session.info.get(_NOTIFYING):
+            return
+        session.info[_NOTIFYING] = True
+        event.listen(session.sync_session, "after_commit", lambda _session: callback())

@@ -44,6 +44,20 @@ async def audit_key_usage(db: Database) -> dict[str, int]:
     return await chain.key_usage(db)
 
 
+async def unreadable(db: Database) -> dict[str, int]:
+    """Values and audit MACs under key ids missing from the keyring (a wrong ENCRYPTION_KEY, or
+    a retired key dropped too early), per key id; empty when everything can be read.
+
+    Scans the encrypted columns once (a start-up check: a second or so per million rows)."""
+    known = set(db.keyring.key_ids)
+    missing: dict[str, int] = {}
+    for counts in (await status(db), await audit_key_usage(db)):
+        for key_id, count in counts.items():
+            if key_id not in known:
+                missing[key_id] = missing.get(key_id, 0) + count
+    return missing
+
+
 async def pending(db: Database) -> int:
     """Rows and audit entries that `rotate` would still rewrite."""
     active = db.keyring.active_id

@@ -13,15 +13,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.service import AuditLog
-from paysvc.auth.principal import Actor
-from paysvc.clock import Clock
+from paysvc.auth.principal import Actor, Role
+from paysvc.clock import Clock, rfc3339
 from paysvc.db.engine import Database
 from paysvc.errors import (
     CardError,
@@ -108,6 +108,36 @@ class PaymentService:
             )
 
         return await self.db.run(work, write=False)
+
+    async def admin_list(
+        self, actor: Actor, where: PaymentFilter, *, limit: int, starting_after: str | None
+    ) -> Page[Payment]:
+        """`GET /admin/payments`: every customer's payments (admins only), the read audited."""
+        if actor.role != Role.ADMIN:
+            raise PermissionDenied("Admin only")
+
+        async def work(session: AsyncSession) -> Page[Payment]:
+            page = await PaymentRepository(session).list(
+                where, limit=limit, starting_after=starting_after
+            )
+            self.audit.record(
+                session,
+                actor,
+                "payments.admin_list",
+                "payment",
+                None,
+                details={
+                    "filter": {
+                        name: rfc3339(value) if isinstance(value, dt.datetime) else value
+                        for name, value in asdict(where).items()
+                        if value is not None
+                    },
+                    "returned": len(page.items),
+                },
+            )
+            return page
+
+        return await self.db.run(work)
 
     async def load(
         self, session: AsyncSession, actor: Actor, payment_id: str, *, for_update: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,16 +13,22 @@ from aiohttp import web
 from aiohttp_apispec import AiohttpApiSpec
 
 from paysvc import __version__
+from paysvc.audit.chain import AuditSealer
 from paysvc.bootstrap import Container
 from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
-from paysvc.web.handlers import admin, disputes, health, payments, refunds, webhooks
+from paysvc.web.guards import RATE_LIMITS, ip_rate_limit, pci_guard, principal_rate_limit
+from paysvc.web.handlers import admin, audit, disputes, health, payments, refunds, webhooks
+from paysvc.web.headers import harden
 from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
 from paysvc.web.metrics import METRICS, Metrics
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
+from paysvc.web.ratelimit import TokenBuckets
 
 MAX_BODY = 64 * 1024
+SEALER_STOP_TIMEOUT = 30.0
+log = logging.getLogger(__name__)
 
 
 class _OpenApi(AiohttpApiSpec):  # type: ignore[misc]
@@ -40,17 +47,23 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[
-            request_id_middleware,
+            request_id_middleware,  # request id, logging context, access log
             metrics.middleware(),
             error_middleware,
+            ip_rate_limit,  # before auth: clients without valid credentials, per IP
             auth_middleware,
-            # After auth: keys are per principal; rejected credentials store nothing.
+            principal_rate_limit,  # after auth: per principal
+            pci_guard,  # before anything reads the body to store it
+            # After the PCI guard and auth: keys are per principal, and nothing rejected
+            # before execution (credentials, card data, rate limits) is stored.
             idempotency_middleware,
         ],
     )
+    app.on_response_prepare.append(harden)
     app[METRICS] = metrics
     app[CONTAINER] = container
     settings = container.settings
+    app[RATE_LIMITS] = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
     remote = (
         RemoteAuthenticator(settings.auth_service_url, container.clock)
         if settings.auth_mode == "remote"
@@ -60,6 +73,7 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(health.routes)
     app.add_routes(payments.routes)
     app.add_routes(refunds.routes)
+    app.add_routes(audit.routes)
     app.add_routes(disputes.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(admin.routes)
@@ -68,7 +82,19 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     )
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
+        sealer = AuditSealer(container.db, container.keyring)
+        container.audit.on_commit = sealer.wake  # entries are chained just after their commit
+        task = asyncio.create_task(sealer.run(), name="paysvc-audit-sealer")
         yield
+        container.audit.on_commit = None
+        sealer.stop()  # finishes the seal in progress, seals what is left, returns
+        try:
+            await asyncio.wait_for(task, timeout=SEALER_STOP_TIMEOUT)
+        except TimeoutError:
+            log.error(
+                "the audit sealer did not stop in time; entries left unsealed are sealed "
+                "by the next instance or `paysvc audit verify` reports them"
+            )
         if remote is not None:
             await remote.close()
         if own_container:

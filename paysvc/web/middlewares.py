@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from typing import Any
 
 from aiohttp import web
@@ -19,11 +20,13 @@ from paysvc.errors import (
     PermissionDenied,
     RateLimited,
 )
+from paysvc.logs import redact, request_id_var
 from paysvc.web.auth import AUTHENTICATOR
 from paysvc.web.io import Handler, json_response
 from paysvc.web.keys import ACTOR, CONTAINER, REQUEST_ID
 
 log = logging.getLogger("paysvc.web")
+access_log = logging.getLogger("paysvc.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 PUBLIC_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json", "/webhooks/", "/static/swagger")
 
@@ -34,12 +37,42 @@ def is_public(path: str) -> bool:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id (header, request state and the logging context) and one access-log line.
+
+    The access line names the route template (`/payments/{id}`), never the raw path or query
+    string, and no header: nothing a client sent can leak into the log through it.
+    """
     incoming = request.headers.get("X-Request-Id", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
     request[REQUEST_ID] = request_id
-    response = await handler(request)
-    response.headers["X-Request-Id"] = request_id
-    return response
+    context = request_id_var.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    except web.HTTPException as http:  # redirects and the like pass through error rendering
+        status = http.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        access_log.info(
+            "%s %s %d",
+            request.method,
+            route,
+            status,
+            extra={
+                "method": request.method,
+                "route": route,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "request_id": request_id,
+            },
+        )
+        request_id_var.reset(context)
 
 
 @web.middleware
@@ -105,7 +138,8 @@ async def _audit_denial(request: web.Request, error: PaysvcError) -> None:
         origin=_origin(request),
         request_id=request.get(REQUEST_ID),
     )
-    resource_type, resource_id = error.denied or ("route", request.path)
+    path = redact(request.path)  # a path is client input: never store a card number or email
+    resource_type, resource_id = error.denied or ("route", path[:64])
 
     async def work(session: Any) -> None:
         container.audit.record(
@@ -115,7 +149,7 @@ async def _audit_denial(request: web.Request, error: PaysvcError) -> None:
             resource_type,
             resource_id,
             outcome="denied",
-            details={"method": request.method, "path": request.path, "status": error.http_status},
+            details={"method": request.method, "path": path, "status": error.http_status},
         )
 
     try:

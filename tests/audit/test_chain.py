@@ -6,7 +6,6 @@ import datetime as dt
 import io
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text, update
@@ -19,7 +18,6 @@ from paysvc.auth.principal import Actor, Role
 from paysvc.db.engine import Database
 from paysvc.errors import InvalidRequest
 from paysvc.keys.keyring import Keyring
-from tests._schema import fresh_database
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(32, 64))
@@ -37,14 +35,8 @@ class StepClock:
 
 
 @pytest.fixture
-async def url(tmp_path: Path) -> AsyncIterator[str]:
-    async with fresh_database(tmp_path) as fresh:
-        yield fresh
-
-
-@pytest.fixture
-async def db(url: str) -> AsyncIterator[Database]:
-    database = Database(url, Keyring(KEY1))
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url, Keyring(KEY1))
     yield database
     await database.dispose()
 
@@ -253,8 +245,8 @@ async def test_unsealed_entry_past_grace_is_reported(db: Database) -> None:
     assert (await chain.verify(db, db.keyring, now=late)).ok
 
 
-async def test_concurrent_sealers_build_one_chain(db: Database, url: str) -> None:
-    other = Database(url, Keyring(KEY1))
+async def test_concurrent_sealers_build_one_chain(db: Database, database_url: str) -> None:
+    other = Database(database_url, Keyring(KEY1))
     try:
         for _ in range(5):
             await write_entries(db, 20)
@@ -270,10 +262,10 @@ async def test_concurrent_sealers_build_one_chain(db: Database, url: str) -> Non
         await other.dispose()
 
 
-async def test_chain_survives_key_rotation(db: Database, url: str) -> None:
+async def test_chain_survives_key_rotation(db: Database, database_url: str) -> None:
     await write_entries(db, 3)
     await chain.seal_pending(db, db.keyring)
-    rotated = Database(url, Keyring(KEY2, retired=(KEY1,)))
+    rotated = Database(database_url, Keyring(KEY2, retired=(KEY1,)))
     try:
         await write_entries(rotated, 2, StepClock(T0 + dt.timedelta(minutes=1)))
         assert await chain.seal_pending(rotated, rotated.keyring) == 2
@@ -377,3 +369,12 @@ async def test_list_entries_filters_and_pages(db: Database) -> None:
         assert [e.id for e in page] == [ids[2], ids[1]]
         with pytest.raises(InvalidRequest):
             await chain.list_entries(session, starting_after="aud_missing")
+
+
+async def test_stopping_the_sealer_seals_what_is_left(db: Database) -> None:
+    sealer = chain.AuditSealer(db, db.keyring, interval=60)
+    task = asyncio.create_task(sealer.run())
+    await write_entries(db, 2)
+    sealer.stop()  # no wake(): stop alone seals the rest, then run() returns
+    await asyncio.wait_for(task, timeout=5)
+    assert [e.seq for e in await entries(db)] == [1, 2]

@@ -223,6 +223,13 @@ COMMANDS = [
     ["reconcile"],
     ["idempotency"],
     ["idempotency", "purge"],
+    ["keys"],
+    ["keys", "generate"],
+    ["keys", "status"],
+    ["keys", "rotate"],
+    ["audit"],
+    ["audit", "verify"],
+    ["audit", "export"],
 ]
 
 

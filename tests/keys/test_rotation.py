@@ -4,7 +4,6 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -19,7 +18,6 @@ from paysvc.db.engine import Database
 from paysvc.keys import repository, service
 from paysvc.keys.keyring import DecryptionError, Keyring
 from paysvc.payments.models import Payment
-from tests._schema import fresh_database
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(32, 64))
@@ -30,21 +28,15 @@ OPERATOR = Actor(id="ops_1", role=Role.ADMIN, origin="cli")
 
 
 @pytest.fixture
-async def url(tmp_path: Path) -> AsyncIterator[str]:
-    async with fresh_database(tmp_path) as fresh:
-        yield fresh
-
-
-@pytest.fixture
-async def old_db(url: str) -> AsyncIterator[Database]:
-    database = Database(url, Keyring(KEY1))
+async def old_db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url, Keyring(KEY1))
     yield database
     await database.dispose()
 
 
 @pytest.fixture
-async def new_db(url: str, old_db: Database) -> AsyncIterator[Database]:
-    database = Database(url, Keyring(KEY2, retired=(KEY1,)))
+async def new_db(database_url: str, old_db: Database) -> AsyncIterator[Database]:
+    database = Database(database_url, Keyring(KEY2, retired=(KEY1,)))
     yield database
     await database.dispose()
 
@@ -121,7 +113,7 @@ async def add_payments_without_optional(db: Database) -> None:
 
 
 async def test_rotate_then_new_key_alone_reads_everything(
-    old_db: Database, new_db: Database, url: str
+    old_db: Database, new_db: Database, database_url: str
 ) -> None:
     await add_payments(old_db, 5)
     await chain.seal_pending(old_db, old_db.keyring)
@@ -143,7 +135,7 @@ async def test_rotate_then_new_key_alone_reads_everything(
     # the setup entry, three re-encryption batches, one re-MAC batch
     assert await service.audit_key_usage(new_db) == {KID2: 5}
 
-    alone = Database(url, Keyring(KEY2))
+    alone = Database(database_url, Keyring(KEY2))
     try:
         assert await load_all(alone) == expected
         assert (await chain.verify(alone, alone.keyring)).ok
@@ -214,9 +206,9 @@ async def add_payments_one(db: Database, i: int) -> None:
     await db.run(work)
 
 
-async def test_two_rotations_at_once(old_db: Database, new_db: Database, url: str) -> None:
+async def test_two_rotations_at_once(old_db: Database, new_db: Database, database_url: str) -> None:
     await add_payments(old_db, 10)
-    other = Database(url, Keyring(KEY2, retired=(KEY1,)))
+    other = Database(database_url, Keyring(KEY2, retired=(KEY1,)))
     try:
         counts = await asyncio.gather(
             service.rotate(new_db, batch_size=3), service.rotate(other, batch_size=3)

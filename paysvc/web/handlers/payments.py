@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from paysvc.errors import PermissionDenied
 from paysvc.payments.repository import PaymentFilter
 from paysvc.payments.schemas import (
     AdminPaymentListQuery,
@@ -107,11 +106,9 @@ async def list_payments(request: web.Request) -> web.Response:
 @routes.get("/admin/payments")
 @with_query(AdminPaymentListQuery)
 async def admin_list_payments(request: web.Request) -> web.Response:
-    if actor(request).role != "admin":
-        raise PermissionDenied("Admin only")
     query = request[QUERY]
-    return await _list(
-        request,
+    page = await container(request).payments.admin_list(
+        actor(request),
         PaymentFilter(
             customer_id=query.get("customer_id"),
             order_id=query.get("order_id"),
@@ -119,7 +116,10 @@ async def admin_list_payments(request: web.Request) -> web.Response:
             created_gte=query.get("created_gte"),
             created_lt=query.get("created_lt"),
         ),
+        limit=query["limit"],
+        starting_after=query["starting_after"],
     )
+    return json_response(list_body([render_payment(p) for p in page.items], page.has_more))
 
 
 async def _list(request: web.Request, where: PaymentFilter) -> web.Response:

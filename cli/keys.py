@@ -1,0 +1,136 @@
+"""`paysvc keys generate|status|rotate`."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cli.common import OPERATOR, console, err_console, print_json, run_async, with_container
+from paysvc.audit.chain import seal_pending
+from paysvc.bootstrap import Container
+from paysvc.keys import service
+
+app = typer.Typer(help="Encryption keys: generate, status, rotation.", no_args_is_help=True)
+
+
+@app.command()
+def generate() -> None:
+    """Print a new random key (32 bytes, base64) for ENCRYPTION_KEY."""
+    typer.echo(base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+async def _status(container: Container) -> dict[str, Any]:
+    keyring = container.keyring
+    values = await service.status(container.db)
+    macs = await service.audit_key_usage(container.db)
+    rows = []
+    for key_id in sorted({*keyring.key_ids, *values, *macs}):
+        state = (
+            "active"
+            if key_id == keyring.active_id
+            else "retired"
+            if key_id in keyring.key_ids
+            else "unknown"
+        )
+        rows.append(
+            {
+                "key_id": key_id,
+                "state": state,
+                "values": values.get(key_id, 0),
+                "audit_macs": macs.get(key_id, 0),
+            }
+        )
+    return {
+        "active_key_id": keyring.active_id,
+        "keys": rows,
+        "pending": await service.pending(container.db),
+    }
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    table = Table("key id", "state", "encrypted values", "audit MACs")
+    for row in report["keys"]:
+        table.add_row(row["key_id"], row["state"], str(row["values"]), str(row["audit_macs"]))
+    console.print(table)
+    removable = [
+        row["key_id"]
+        for row in report["keys"]
+        if row["state"] == "retired" and not row["values"] and not row["audit_macs"]
+    ]
+    if report["pending"]:
+        console.print(
+            f"{report['pending']} values/entries not yet under the active key: run "
+            "`paysvc keys rotate`",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if removable:
+        console.print(
+            "no longer used, may be removed from ENCRYPTION_KEYS_RETIRED: " + ", ".join(removable),
+            highlight=False,
+            soft_wrap=True,
+        )
+    if any(row["state"] == "unknown" for row in report["keys"]):
+        console.print(
+            "[red]some data is under a key that is not configured: it cannot be read[/red]"
+        )
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Encrypted values and audit MACs per key id; which key is active, which can go."""
+    report = run_async(with_container(_status))
+    if as_json:
+        print_json(report)
+    else:
+        _print_status(report)
+
+
+@app.command()
+def rotate(
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per transaction")] = 100,
+) -> None:
+    """Re-encrypt every value (and re-MAC every audit entry) under the active key.
+
+    Safe while the service runs (small locked batches); resumable (run it again after an
+    interruption); each batch is audited. Set ENCRYPTION_KEY to the new key and list the old
+    one in ENCRYPTION_KEYS_RETIRED first (on every instance).
+    """
+    with Progress(
+        TextColumn("re-encrypting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("rotate", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=max(total, done))
+
+        async def work(container: Container) -> tuple[int, dict[str, Any]]:
+            done = await service.rotate(
+                container.db,
+                actor=OPERATOR,
+                audit=container.audit,
+                batch_size=batch_size,
+                progress=advance,
+            )
+            await seal_pending(container.db, container.keyring)  # chain the rotation's entries
+            return done, await _status(container)
+
+        done, report = run_async(with_container(work))
+    console.print(
+        f"rewrote {done} values/entries; active key {report['active_key_id']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _print_status(report)

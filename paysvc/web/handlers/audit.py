@@ -1,0 +1,35 @@
+"""`GET /admin/audit`: parse, call the audit trail, render."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from paysvc.audit.schemas import AuditListOut, AuditListQuery, render_entry
+from paysvc.audit.trail import AuditFilter
+from paysvc.web.io import actor, container, doc, json_response, list_body, with_query
+from paysvc.web.keys import QUERY
+
+routes = web.RouteTableDef()
+
+
+@doc(
+    tags=["admin"],
+    summary="List audit entries, newest first (admin); the read is itself audited",
+    responds=AuditListOut,
+)
+@routes.get("/admin/audit")
+@with_query(AuditListQuery)
+async def list_audit(request: web.Request) -> web.Response:
+    query = request[QUERY]
+    entries, has_more = await container(request).audit_trail.list(
+        actor(request),
+        AuditFilter(
+            since=query.get("since"),
+            until=query.get("until"),
+            resource_id=query.get("resource_id"),
+            actor_id=query.get("actor_id"),
+        ),
+        limit=query["limit"],
+        starting_after=query["starting_after"],
+    )
+    return json_response(list_body([render_entry(e) for e in entries], has_more))
