@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import EXIT_USAGE, console, fail, print_json, run_async, with_container
+from cli.common import EXIT_USAGE, OPERATOR, console, fail, print_json, run_async, with_container
 from paysvc.bootstrap import Container
 from paysvc.clock import parse_duration
 
@@ -27,7 +27,7 @@ def purge(
         fail(str(error), EXIT_USAGE)
 
     async def work(container: Container) -> int:
-        return await container.idempotency.purge(age)
+        return await container.idempotency.purge(OPERATOR, age)
 
     removed = run_async(with_container(work))
     if as_json:

@@ -79,7 +79,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         disputes=disputes,
         webhooks=webhooks,
         reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds),
-        idempotency=IdempotencyService(db, clock),
+        idempotency=IdempotencyService(db, clock, audit),
         admin=AdminService(db, payments, clock, audit),
         audit_trail=AuditTrail(db, audit),
     )

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paysvc.audit.service import AuditLog
+from paysvc.auth.principal import Actor
 from paysvc.clock import Clock
 from paysvc.db.engine import Database
 from paysvc.errors import IdempotencyError, InvalidRequest
@@ -92,12 +94,14 @@ class IdempotencyService:
         self,
         db: Database,
         clock: Clock,
+        audit: AuditLog,
         *,
         stale_after: dt.timedelta = STALE_AFTER,
         retention: dt.timedelta = RETENTION,
     ) -> None:
         self.db = db
         self.clock = clock
+        self.audit = audit
         self.stale_after = stale_after
         self.retention = retention
 
@@ -177,7 +181,7 @@ class IdempotencyService:
 
         await self.db.run(work)
 
-    async def purge(self, older_than: dt.timedelta | None = None) -> int:
+    async def purge(self, actor: Actor, older_than: dt.timedelta | None = None) -> int:
         """Delete keys created more than `older_than` ago (at least the retention, 24 h)."""
         older_than = self.retention if older_than is None else older_than
         if older_than < self.retention:
@@ -188,9 +192,18 @@ class IdempotencyService:
             )
 
         async def work(session: AsyncSession) -> int:
-            return await IdempotencyRepository(session).purge_created_before(
+            removed = await IdempotencyRepository(session).purge_created_before(
                 self.clock.now() - older_than
             )
+            self.audit.record(
+                session,
+                actor,
+                "idempotency.purge",
+                "idempotency_key",
+                None,
+                details={"removed": removed, "older_than_seconds": int(older_than.total_seconds())},
+            )
+            return removed
 
         return await self.db.run(work)
 

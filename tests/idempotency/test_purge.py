@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
 from cli.main import app
+from paysvc.audit.models import AuditEntry
+from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container
 from paysvc.idempotency.models import IdempotencyKey
 from tests.conftest import CUSTOMER, ENCRYPTION_KEY, JWT_SECRET
@@ -58,6 +60,10 @@ async def test_purge_removes_keys_older_than_24h_by_default(
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"purged": 2, "older_than": "24h"}
     assert sorted(r.key for r in await rows(container, IdempotencyKey)) == ["k0-0h", "k1-23h"]
+    purges = [e for e in await rows(container, AuditEntry) if e.action == "idempotency.purge"]
+    assert len(purges) == 1
+    assert purges[0].actor_id.startswith("operator") and purges[0].origin.startswith("cli")
+    assert json.loads(purges[0].details)["removed"] == 2
 
     result = await paysvc(database_url, "idempotency", "purge", "--older-than", "7d")
     assert result.exit_code == 0, result.output
@@ -80,7 +86,7 @@ async def test_a_purged_key_can_be_used_again(
     client: TestClient[Any, Any], container: Container, database_url: str
 ) -> None:
     await make_keys(client, container, [48])
-    await container.idempotency.purge()
+    await container.idempotency.purge(SYSTEM)
     response = await client.post(
         "/payments/intents",
         json={**INTENT, "amount": 5},
