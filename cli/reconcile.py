@@ -11,6 +11,7 @@ from cli.common import (
     EXIT_DOMAIN,
     EXIT_DRIFT,
     EXIT_USAGE,
+    OPERATOR,
     console,
     err_console,
     fail,
@@ -42,7 +43,7 @@ def reconcile(
         fail(str(error), EXIT_USAGE)
 
     async def work(container: Container) -> Report:
-        return await container.reconcile.run(window, apply)
+        return await container.reconcile.run(window, apply, actor=OPERATOR)
 
     report = run_async(with_container(work))
     if as_json:

@@ -208,11 +208,16 @@ class ReconcileService:
         )
 
     async def run(
-        self, since: dt.timedelta, apply: bool, only_stuck_older_than: dt.timedelta | None = None
+        self,
+        since: dt.timedelta,
+        apply: bool,
+        only_stuck_older_than: dt.timedelta | None = None,
+        actor: Actor = RECONCILER,
     ) -> Report:
         """Compare every payment and refund created in the last `since` (or only the stuck
         ones) with the gateway; with `apply`, settle what differs and apply pending webhook
-        events. Refund events that still wait afterwards are reported for a human."""
+        events. Refund events that still wait afterwards are reported for a human. Every fix is
+        historied and audited under `actor` (the operator, for `paysvc reconcile --apply`)."""
         report = Report()
         now = self.clock.now()
         stale = only_stuck_older_than or STALE_AFTER
@@ -221,7 +226,7 @@ class ReconcileService:
         while True:
             page = await self._page(now - since, stuck_before, after)
             for payment in page:
-                await self._check(payment, apply, stale, report)
+                await self._check(payment, apply, stale, report, actor)
             if len(page) < BATCH:
                 break
             after = (page[-1].created_at, page[-1].id)
@@ -229,7 +234,7 @@ class ReconcileService:
         while True:
             refunds = await self._refund_page(now - since, stuck_before, after)
             for refund in refunds:
-                await self._check_refund(refund, apply, stale, report)
+                await self._check_refund(refund, apply, stale, report, actor)
             if len(refunds) < BATCH:
                 break
             after = (refunds[-1].created_at, refunds[-1].id)
@@ -265,7 +270,12 @@ class ReconcileService:
         return await self.db.run(work, write=False)
 
     async def _check(
-        self, payment: PaymentSnapshot, apply: bool, stale: dt.timedelta, report: Report
+        self,
+        payment: PaymentSnapshot,
+        apply: bool,
+        stale: dt.timedelta,
+        report: Report,
+        actor: Actor,
     ) -> None:
         report.checked += 1
         if in_flight(payment, self.clock.now(), stale):
@@ -284,13 +294,13 @@ class ReconcileService:
         if found is None:
             return
         if apply and found.fixable:
-            applied = await self._settle(payment.id, truth, stale)
+            applied = await self._settle(payment.id, truth, stale, actor)
             action = found.action if applied else f"{found.action} (already settled meanwhile)"
             found = Drift(**{**asdict(found), "action": action, "applied": applied})
         report.items.append(found)
 
     async def _settle(
-        self, payment_id: str, truth: GatewayPayment | None, stale: dt.timedelta
+        self, payment_id: str, truth: GatewayPayment | None, stale: dt.timedelta, actor: Actor
     ) -> bool:
         async def work(session: AsyncSession) -> bool:
             payment = await PaymentRepository(session).get(payment_id, for_update=True)
@@ -302,15 +312,13 @@ class ReconcileService:
             theirs = "no record" if truth is None else f"{truth.status}"
             reason = f"reconciled: gateway reports {theirs}"
             if truth is not None:
-                self.payments.apply_gateway_state(
-                    session, payment, truth, RECONCILER, reason=reason
-                )
+                self.payments.apply_gateway_state(session, payment, truth, actor, reason=reason)
             if payment.pending_operation is not None:
                 self.payments.abandon_operation(
                     session,
                     payment,
                     truth,
-                    RECONCILER,
+                    actor,
                     reason=f"reconciled: stale {payment.pending_operation} cleared; "
                     f"gateway reports {theirs}",
                 )
@@ -336,7 +344,12 @@ class ReconcileService:
         return await self.db.run(work, write=False)
 
     async def _check_refund(
-        self, refund: RefundSnapshot, apply: bool, stale: dt.timedelta, report: Report
+        self,
+        refund: RefundSnapshot,
+        apply: bool,
+        stale: dt.timedelta,
+        report: Report,
+        actor: Actor,
     ) -> None:
         report.checked_refunds += 1
         try:  # no transaction is open here
@@ -350,21 +363,25 @@ class ReconcileService:
         if found is None:
             return
         if apply and found.fixable:
-            applied, note = await self._settle_refund(refund, truth, stale)
+            applied, note = await self._settle_refund(refund, truth, stale, actor)
             action = found.action + (note if applied else " (already settled meanwhile)")
             found = Drift(**{**asdict(found), "action": action, "applied": applied})
         report.items.append(found)
 
     async def _settle_refund(
-        self, refund: RefundSnapshot, truth: GatewayRefund | None, stale: dt.timedelta
+        self,
+        refund: RefundSnapshot,
+        truth: GatewayRefund | None,
+        stale: dt.timedelta,
+        actor: Actor,
     ) -> tuple[bool, str]:
         """Settle under the payment's lock, then the refund's; both re-check that the refund
         is still as we saw it, so a second reconciler (or a webhook) changes nothing."""
         if truth is not None:
-            return await self.refunds.settle_pending(refund.id, truth, RECONCILER), ""
+            return await self.refunds.settle_pending(refund.id, truth, actor), ""
         try:
             resent = await self.refunds.resend_if_stale(
-                refund.id, refund.pending_since, RECONCILER, stale=stale
+                refund.id, refund.pending_since, actor, stale=stale
             )
         except PaysvcError as error:  # the gateway refused the resend: the refund failed
             return True, f" (refused: {error.code}; refund failed)"

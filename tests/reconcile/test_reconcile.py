@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from cli.main import app as cli
+from paysvc.audit.models import AuditEntry
 from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container, build_container
 from paysvc.config import Settings
@@ -93,6 +95,18 @@ async def test_gateway_side_drift_reported_fixed_then_clean(
         "captured",
         "reconciled: gateway reports captured",
     )
+    async with container.db.transaction(write=False) as session:
+        fixes = list(
+            await session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.resource_id == captured_there["id"],
+                    AuditEntry.action == "payment.captured",
+                )
+            )
+        )
+    assert [(e.actor_id.split(":")[0], e.origin.split(":")[0]) for e in fixes] == [
+        ("operator", "cli")
+    ]  # the operator's --apply is audited as theirs
 
     code, report = await cli_json(database_url, "--since", "1h", "--apply")
     assert (code, report["drift"]) == (0, [])
