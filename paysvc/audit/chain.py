@@ -64,7 +64,6 @@ from paysvc.audit.integrity import (
     link,
     sealed_mac,
 )
-from paysvc.audit.models import AuditEntry
 from paysvc.clock import rfc3339
 from paysvc.db.engine import Database
 from paysvc.keys.keyring import Keyring
@@ -342,25 +341,3 @@ async def export(
     if progress is not None:
         progress(count)
     return count
-
-
-async def list_entries(
-    session: AsyncSession,
-    *,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    resource_id: str | None = None,
-    actor_id: str | None = None,
-    limit: int = 20,
-    starting_after: str | None = None,
-) -> tuple[list[AuditEntry], bool]:
-    """`GET /admin/audit`: a page newest first, and has_more. See `repository.list_entries`."""
-    return await repository.list_entries(
-        session,
-        since=since,
-        until=until,
-        resource_id=resource_id,
-        actor_id=actor_id,
-        limit=limit,
-        starting_after=starting_after,
-    )

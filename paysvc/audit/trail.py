@@ -9,7 +9,7 @@ from typing import Any, Literal, TextIO
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysvc.audit import chain
+from paysvc.audit import chain, repository
 from paysvc.audit.models import AuditEntry
 from paysvc.audit.service import AuditLog
 from paysvc.auth.principal import Actor, Role
@@ -48,7 +48,7 @@ class AuditTrail:
             raise PermissionDenied("Admin only")
 
         async def work(session: AsyncSession) -> tuple[list[AuditEntry], bool]:
-            entries, has_more = await chain.list_entries(
+            entries, has_more = await repository.list_entries(
                 session,
                 since=where.since,
                 until=where.until,

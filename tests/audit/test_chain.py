@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysvc.audit import chain
+from paysvc.audit import chain, repository
 from paysvc.audit.models import AuditEntry
 from paysvc.audit.service import AuditLog
 from paysvc.auth.principal import Actor, Role
@@ -353,22 +353,22 @@ async def test_list_entries_filters_and_pages(db: Database) -> None:
 
     extra = await db.run(one_more)
     async with db.transaction(write=False) as session:
-        page, more = await chain.list_entries(session, limit=2)
+        page, more = await repository.list_entries(session, limit=2)
         assert [e.id for e in page] == [extra, ids[4]] and more
-        page, more = await chain.list_entries(session, limit=2, starting_after=page[-1].id)
+        page, more = await repository.list_entries(session, limit=2, starting_after=page[-1].id)
         assert [e.id for e in page] == [ids[3], ids[2]] and more
-        page, more = await chain.list_entries(session, limit=2, starting_after=page[-1].id)
+        page, more = await repository.list_entries(session, limit=2, starting_after=page[-1].id)
         assert [e.id for e in page] == [ids[1], ids[0]] and not more
-        page, _ = await chain.list_entries(session, resource_id="pay_3")
+        page, _ = await repository.list_entries(session, resource_id="pay_3")
         assert [e.id for e in page] == [extra, ids[3]]
-        page, _ = await chain.list_entries(session, actor_id="svc_orders")
+        page, _ = await repository.list_entries(session, actor_id="svc_orders")
         assert [e.id for e in page] == [extra]
-        page, _ = await chain.list_entries(
+        page, _ = await repository.list_entries(
             session, since=T0 + dt.timedelta(seconds=2), until=T0 + dt.timedelta(seconds=4)
         )
         assert [e.id for e in page] == [ids[2], ids[1]]
         with pytest.raises(InvalidRequest):
-            await chain.list_entries(session, starting_after="aud_missing")
+            await repository.list_entries(session, starting_after="aud_missing")
 
 
 async def test_stopping_the_sealer_seals_what_is_left(db: Database) -> None:
