@@ -289,9 +289,14 @@ class PaymentService:
     ) -> GatewayPayment | GatewayError:
         """Phase 2 of confirm. A resumed attempt first asks every gateway whether the lost
         attempt went through, so a crash between charge and record never charges twice."""
-        try:
-            if resuming and (found := await self.gateways.primary.find_payment(request.payment_id)):
+        if resuming:
+            try:
+                found = await self.gateways.primary.find_payment(request.payment_id)
+            except Exception:  # cannot tell whether the lost attempt charged: never guess
+                return OutcomeUnknown("could not look up the earlier attempt")
+            if found is not None:
                 return found
+        try:
             return await self.gateways.primary.charge(request)
         except GatewayError as error:
             return error
