@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paysvc.db.pagination import Page, keyset_page
 from paysvc.disputes.models import Dispute
-from paysvc.errors import InvalidRequest
-from paysvc.payments.repository import Page
 
 
 class DisputeRepository:
@@ -30,17 +29,11 @@ class DisputeRepository:
     async def list(
         self, payment_id: str, *, limit: int, starting_after: str | None
     ) -> Page[Dispute]:
-        query = select(Dispute).where(Dispute.payment_id == payment_id)
-        if starting_after is not None:
-            cursor = await self.session.get(Dispute, starting_after)
-            if cursor is None or cursor.payment_id != payment_id:
-                raise InvalidRequest("No such cursor", param="starting_after")
-            query = query.where(
-                or_(
-                    Dispute.created_at < cursor.created_at,
-                    and_(Dispute.created_at == cursor.created_at, Dispute.id < cursor.id),
-                )
-            )
-        query = query.order_by(Dispute.created_at.desc(), Dispute.id.desc()).limit(limit + 1)
-        rows = list(await self.session.scalars(query))
-        return Page(items=rows[:limit], has_more=len(rows) > limit)
+        return await keyset_page(
+            self.session,
+            Dispute,
+            select(Dispute).where(Dispute.payment_id == payment_id),
+            limit=limit,
+            starting_after=starting_after,
+            visible=lambda cursor: cursor.payment_id == payment_id,
+        )

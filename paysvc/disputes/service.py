@@ -8,13 +8,13 @@ from paysvc.audit.service import AuditLog
 from paysvc.auth.principal import Actor
 from paysvc.clock import Clock
 from paysvc.db.engine import Database
+from paysvc.db.pagination import Page
 from paysvc.disputes.models import Dispute
 from paysvc.disputes.repository import DisputeRepository
 from paysvc.disputes.states import CLOSED, MARKS_PAYMENT, may_move
 from paysvc.errors import PermissionDenied
 from paysvc.ids import new_id
 from paysvc.payments.models import Payment
-from paysvc.payments.repository import Page
 from paysvc.payments.service import PaymentService
 from paysvc.webhooks.stripe_objects import GatewayDispute
 

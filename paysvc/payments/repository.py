@@ -5,16 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysvc.errors import InvalidRequest
+from paysvc.db.pagination import Page, keyset_page
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.states import LIVE
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +21,6 @@ class PaymentFilter:
     status: str | None = None
     created_gte: dt.datetime | None = None
     created_lt: dt.datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: Sequence[T]
-    has_more: bool
 
 
 class PaymentRepository:
@@ -77,21 +68,14 @@ class PaymentRepository:
             query = query.where(Payment.created_at >= where.created_gte)
         if where.created_lt is not None:
             query = query.where(Payment.created_at < where.created_lt)
-        if starting_after is not None:
-            cursor = await self.session.get(Payment, starting_after)
-            if cursor is None or (
-                where.customer_id is not None and cursor.customer_id != where.customer_id
-            ):
-                raise InvalidRequest("No such cursor", param="starting_after")
-            query = query.where(
-                or_(
-                    Payment.created_at < cursor.created_at,
-                    and_(Payment.created_at == cursor.created_at, Payment.id < cursor.id),
-                )
-            )
-        query = query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit + 1)
-        rows: list[Payment] = list(await self.session.scalars(query))
-        return Page(items=rows[:limit], has_more=len(rows) > limit)
+        return await keyset_page(
+            self.session,
+            Payment,
+            query,
+            limit=limit,
+            starting_after=starting_after,
+            visible=lambda cursor: where.customer_id in (None, cursor.customer_id),
+        )
 
     async def events(self, payment_id: str) -> Sequence[PaymentEvent]:
         query = (

@@ -23,6 +23,7 @@ from paysvc.audit.service import AuditLog
 from paysvc.auth.principal import Actor, Role
 from paysvc.clock import Clock, rfc3339
 from paysvc.db.engine import Database
+from paysvc.db.pagination import Page
 from paysvc.errors import (
     CardError,
     GatewayUnavailableError,
@@ -46,7 +47,7 @@ from paysvc.gateways.base import (
 from paysvc.gateways.registry import Gateways
 from paysvc.ids import new_id, plausible
 from paysvc.payments.models import Payment, PaymentEvent
-from paysvc.payments.repository import Page, PaymentFilter, PaymentRepository
+from paysvc.payments.repository import PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
 from paysvc.payments.states import REFUNDABLE, PaymentStatus, check_transition
 

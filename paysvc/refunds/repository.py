@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysvc.errors import InvalidRequest
-from paysvc.payments.repository import Page
+from paysvc.db.pagination import Page, keyset_page
 from paysvc.refunds.models import Refund
 from paysvc.refunds.states import OUTSTANDING, RefundStatus
 
@@ -52,20 +51,14 @@ class RefundRepository:
     async def list_for_payment(
         self, payment_id: str, *, limit: int, starting_after: str | None
     ) -> Page[Refund]:
-        query = select(Refund).where(Refund.payment_id == payment_id)
-        if starting_after is not None:
-            cursor = await self.session.get(Refund, starting_after)
-            if cursor is None or cursor.payment_id != payment_id:
-                raise InvalidRequest("No such cursor", param="starting_after")
-            query = query.where(
-                or_(
-                    Refund.created_at < cursor.created_at,
-                    and_(Refund.created_at == cursor.created_at, Refund.id < cursor.id),
-                )
-            )
-        query = query.order_by(Refund.created_at.desc(), Refund.id.desc()).limit(limit + 1)
-        rows = list(await self.session.scalars(query))
-        return Page(items=rows[:limit], has_more=len(rows) > limit)
+        return await keyset_page(
+            self.session,
+            Refund,
+            select(Refund).where(Refund.payment_id == payment_id),
+            limit=limit,
+            starting_after=starting_after,
+            visible=lambda cursor: cursor.payment_id == payment_id,
+        )
 
     async def stale_pending(self, before: dt.datetime, *, limit: int) -> Sequence[Refund]:
         """Pending refunds whose gateway call was handed off before `before` (oldest first)."""

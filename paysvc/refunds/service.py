@@ -29,6 +29,7 @@ from paysvc.audit.service import AuditLog
 from paysvc.auth.principal import SYSTEM, Actor
 from paysvc.clock import Clock
 from paysvc.db.engine import Database
+from paysvc.db.pagination import Page
 from paysvc.errors import (
     CardError,
     InvalidRequest,
@@ -47,7 +48,7 @@ from paysvc.gateways.base import (
 from paysvc.gateways.registry import Gateways
 from paysvc.ids import new_id
 from paysvc.payments.models import Payment
-from paysvc.payments.repository import Page, PaymentRepository
+from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.schemas import render_payment
 from paysvc.payments.service import STALE_AFTER, PaymentService, gateway_failure
 from paysvc.payments.states import REFUNDABLE, PaymentStatus
