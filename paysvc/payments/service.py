@@ -503,7 +503,8 @@ class PaymentService:
         reason: str | None = None,
         amount: int | None = None,
     ) -> None:
-        """Add a non-status entry (dispute change, reconciliation fix) to the history."""
+        """Append an entry that is not a status change (refund outcome, dispute change,
+        reconciliation fix) to the history."""
         payment.updated_at = self.clock.now()
         self._event(session, payment, kind, None, None, actor, reason=reason, amount=amount)
 
@@ -548,19 +549,6 @@ class PaymentService:
             payment.id,
             details={"from": previous, "to": str(target), "reason": reason},
         )
-
-    def record_event(
-        self,
-        session: AsyncSession,
-        payment: Payment,
-        kind: str,
-        actor: Actor,
-        *,
-        reason: str | None = None,
-        amount: int | None = None,
-    ) -> None:
-        """Append an event that is not a status change (refund outcomes, fixes) to the history."""
-        self._event(session, payment, kind, None, None, actor, reason=reason, amount=amount)
 
     def _event(
         self,

@@ -468,7 +468,7 @@ class RefundService:
         detail: str | None,
     ) -> None:
         """Every refund step goes to the payment's history and to the audit trail."""
-        self.payments.record_event(
+        self.payments.note(
             session,
             payment,
             kind,

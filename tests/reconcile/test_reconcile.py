@@ -18,9 +18,9 @@ from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container, build_container
 from paysvc.config import Settings
 from paysvc.gateways.base import ChargeRequest
-from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.web.app import create_app
 from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, Api, make_settings
+from tests.refunds.helpers import sandbox
 from tests.stripe_events import count_events, status_changes
 
 
@@ -33,12 +33,6 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.current += dt.timedelta(**delta)
-
-
-def sandbox(container: Container) -> SandboxGateway:
-    gateway = container.gateways.for_payment("sandbox")
-    assert isinstance(gateway, SandboxGateway)
-    return gateway
 
 
 def run_cli(database_url: str, *args: str) -> Result:

@@ -15,12 +15,17 @@ from sqlalchemy import select
 from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container, build_container
 from paysvc.config import Settings
-from paysvc.gateways.base import OutcomeUnknown
 from paysvc.payments.models import PaymentEvent
 from paysvc.web.app import create_app
 from tests.conftest import Api, make_settings
-from tests.reconcile.test_reconcile import FakeClock, cli_json, sandbox
-from tests.refunds.helpers import assert_books_agree, books, refund, troubled_api
+from tests.reconcile.test_reconcile import FakeClock, cli_json
+from tests.refunds.helpers import (
+    assert_books_agree,
+    books,
+    lost_refund,
+    refund,
+    sandbox,
+)
 from tests.stripe_events import (
     charge_refunded,
     count_events,
@@ -34,30 +39,11 @@ from tests.stripe_events import (
 Factory = Callable[..., Any]
 
 
-async def _lost(
-    aiohttp_client: Factory,
-    container: Container,
-    payment_id: str,
-    amount: int,
-    *,
-    reached: bool = True,
-    clock: FakeClock | None = None,
-) -> dict[str, Any]:
-    """A refund left `pending` because the gateway's answer was lost (`reached`: the gateway
-    did it) or the call never arrived."""
-    flaky = await troubled_api(
-        aiohttp_client, container, OutcomeUnknown, reached=reached, clock=clock
-    )
-    pending = await refund(flaky, payment_id, amount=amount)
-    assert pending["status"] == "pending"
-    return pending
-
-
 async def test_cli_reports_a_pending_refund_then_settles_it(
     api: Api, container: Container, aiohttp_client: Factory, database_url: str
 ) -> None:
     payment = await api.paid()
-    pending = await _lost(aiohttp_client, container, payment["id"], 500)
+    pending = await lost_refund(aiohttp_client, container, payment["id"], 500)
 
     code, report = await cli_json(database_url, "--since", "1h")
     assert code == 3
@@ -92,7 +78,7 @@ async def test_refund_failed_at_the_gateway_fails_ours_and_frees_the_amount(
     api: Api, container: Container, aiohttp_client: Factory
 ) -> None:
     payment = await api.paid("pm_card_refundFail")
-    pending = await _lost(aiohttp_client, container, payment["id"], 1999)
+    pending = await lost_refund(aiohttp_client, container, payment["id"], 1999)
     error = await refund(api, payment["id"], amount=1, status=422)  # pending holds it all
     assert error["error"]["code"] == "amount_exceeds_refundable"
 
@@ -116,7 +102,7 @@ async def test_background_reconciler_settles_a_stale_pending_refund(
     services = build_container(make_settings(database_url, RECONCILE_INTERVAL="0.02"), clock=clock)
     api = Api(await aiohttp_client(create_app(services)))
     payment = await api.paid()
-    pending = await _lost(aiohttp_client, services, payment["id"], 900, clock=clock)
+    pending = await lost_refund(aiohttp_client, services, payment["id"], 900, clock=clock)
 
     async def status() -> str:
         return (await services.refunds.get(SYSTEM, pending["id"])).status
@@ -143,7 +129,9 @@ async def test_two_reconcilers_at_once_settle_a_refund_once(
     api: Api, container: Container, aiohttp_client: Factory, settings: Settings
 ) -> None:
     payment = await api.paid(amount=5000)
-    ids = [(await _lost(aiohttp_client, container, payment["id"], 1000))["id"] for _ in range(3)]
+    ids = [
+        (await lost_refund(aiohttp_client, container, payment["id"], 1000))["id"] for _ in range(3)
+    ]
     other = build_container(settings)  # a second instance, its own engine and pool
     try:
         first, second = await asyncio.gather(
@@ -167,7 +155,7 @@ async def test_refund_the_gateway_never_saw_is_resent_when_stale(
     services = build_container(settings, clock=clock)
     try:
         payment = await api.paid()
-        pending = await _lost(
+        pending = await lost_refund(
             aiohttp_client, services, payment["id"], 250, reached=False, clock=clock
         )
         report = await services.reconcile.run(dt.timedelta(hours=1), apply=True)
@@ -199,7 +187,9 @@ async def test_webhooks_reconcilers_and_api_racing_on_one_payment_keep_the_books
     """Refund events (duplicated), two reconcilers, a new refund and reads, all at once on one
     payment: every refund is settled once and the ledgers agree."""
     payment = await api.paid(amount=10_000)
-    ours = [(await _lost(aiohttp_client, container, payment["id"], 1000))["id"] for _ in range(3)]
+    ours = [
+        (await lost_refund(aiohttp_client, container, payment["id"], 1000))["id"] for _ in range(3)
+    ]
     truths = [await gateway_refund(container, refund_id) for refund_id in ours]
     dashboard = await sandbox(container).force_refund(payment["gateway_reference"], 500, "usd")
     listed = event(

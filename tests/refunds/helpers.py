@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 
 from paysvc.bootstrap import Container
 from paysvc.clock import Clock
-from paysvc.gateways.base import GatewayError, GatewayRefund, RefundRequest
+from paysvc.gateways.base import GatewayError, GatewayRefund, OutcomeUnknown, RefundRequest
 from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.registry import Gateways
-from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
+from paysvc.gateways.sandbox import SandboxCharge, SandboxGateway, SandboxRefund
 from paysvc.payments.models import Payment
 from paysvc.refunds.models import Refund
 from paysvc.refunds.service import RefundService
@@ -120,3 +120,28 @@ def assert_books_agree(ledgers: Books) -> None:
     assert ledgers.payment_refunded == ledgers.refunds_succeeded
     assert ledgers.payment_refunded == ledgers.gateway_charge_refunded
     assert ledgers.payment_refunded == ledgers.gateway_refunds_succeeded
+
+
+def sandbox(container: Container) -> SandboxGateway:
+    gateway = container.gateways.for_payment("sandbox")
+    assert isinstance(gateway, SandboxGateway)
+    return gateway
+
+
+async def lost_refund(
+    aiohttp_client: Callable[..., Any],
+    container: Container,
+    payment_id: str,
+    amount: int,
+    *,
+    reached: bool = True,
+    clock: Clock | None = None,
+) -> dict[str, Any]:
+    """A refund left `pending` because the gateway's answer was lost (`reached`: the gateway
+    did it) or the call never arrived."""
+    flaky = await troubled_api(
+        aiohttp_client, container, OutcomeUnknown, reached=reached, clock=clock
+    )
+    pending = await refund(flaky, payment_id, amount=amount)
+    assert pending["status"] == "pending"
+    return pending

@@ -15,11 +15,16 @@ from sqlalchemy import select
 
 from paysvc.audit.models import AuditEntry
 from paysvc.bootstrap import Container
-from paysvc.gateways.base import GatewayRefund, GatewayRefundStatus, OutcomeUnknown
-from paysvc.gateways.sandbox import SandboxGateway
+from paysvc.gateways.base import GatewayRefund, GatewayRefundStatus
 from paysvc.payments.models import PaymentEvent
 from tests.conftest import SERVICE, Api
-from tests.refunds.helpers import assert_books_agree, books, refund, troubled_api
+from tests.refunds.helpers import (
+    assert_books_agree,
+    books,
+    lost_refund,
+    refund,
+    sandbox,
+)
 from tests.stripe_events import (
     charge_refunded,
     count_events,
@@ -31,22 +36,6 @@ from tests.stripe_events import (
 )
 
 Factory = Callable[..., Any]
-
-
-async def _lost(
-    aiohttp_client: Factory, container: Container, payment_id: str, amount: int
-) -> dict[str, Any]:
-    """A refund whose gateway answer was lost: the sandbox did it, ours is `pending`."""
-    flaky = await troubled_api(aiohttp_client, container, OutcomeUnknown, reached=True)
-    pending = await refund(flaky, payment_id, amount=amount)
-    assert pending["status"] == "pending"
-    return pending
-
-
-def _sandbox(container: Container) -> SandboxGateway:
-    gateway = container.gateways.for_payment("sandbox")
-    assert isinstance(gateway, SandboxGateway)
-    return gateway
 
 
 def _event_for(event_type: str, truth: GatewayRefund, status: str | None = None) -> dict[str, Any]:
@@ -72,7 +61,7 @@ async def test_event_settles_a_pending_refund(
     payment_status: str,
 ) -> None:
     payment = await api.paid()
-    pending = await _lost(aiohttp_client, container, payment["id"], amount)
+    pending = await lost_refund(aiohttp_client, container, payment["id"], amount)
     truth = await gateway_refund(container, pending["id"])
     assert (await deliver(client, _event_for(event_type, truth)))["status"] == "applied"
 
@@ -88,7 +77,7 @@ async def test_failed_event_fails_the_refund_and_releases_the_amount(
     api: Api, client: TestClient[Any, Any], container: Container, aiohttp_client: Factory
 ) -> None:
     payment = await api.paid("pm_card_refundFail")
-    pending = await _lost(aiohttp_client, container, payment["id"], 1999)
+    pending = await lost_refund(aiohttp_client, container, payment["id"], 1999)
     truth = await gateway_refund(container, pending["id"])
     assert truth.status == GatewayRefundStatus.FAILED
     assert (await deliver(client, _event_for("refund.failed", truth)))["status"] == "applied"
@@ -107,7 +96,7 @@ async def test_five_concurrent_deliveries_are_applied_once(
     api: Api, client: TestClient[Any, Any], container: Container, aiohttp_client: Factory
 ) -> None:
     payment = await api.paid()
-    pending = await _lost(aiohttp_client, container, payment["id"], 600)
+    pending = await lost_refund(aiohttp_client, container, payment["id"], 600)
     payload = _event_for("charge.refunded", await gateway_refund(container, pending["id"]))
     results = await asyncio.gather(*(deliver(client, payload) for _ in range(5)))
     assert sorted(r["status"] for r in results) == ["applied"] + ["duplicate"] * 4
@@ -122,7 +111,7 @@ async def test_events_never_move_a_refund_backwards(
     api: Api, client: TestClient[Any, Any], container: Container, aiohttp_client: Factory
 ) -> None:
     payment = await api.paid()
-    pending = await _lost(aiohttp_client, container, payment["id"], 400)
+    pending = await lost_refund(aiohttp_client, container, payment["id"], 400)
     truth = await gateway_refund(container, pending["id"])
     await deliver(client, _event_for("refund.updated", truth))
     succeeded = await api.get(f"/refunds/{pending['id']}")
@@ -140,7 +129,7 @@ async def test_late_pending_before_the_outcome_changes_nothing(
     api: Api, client: TestClient[Any, Any], container: Container, aiohttp_client: Factory
 ) -> None:
     payment = await api.paid()
-    pending = await _lost(aiohttp_client, container, payment["id"], 400)
+    pending = await lost_refund(aiohttp_client, container, payment["id"], 400)
     truth = await gateway_refund(container, pending["id"])
     assert (await deliver(client, _event_for("refund.created", truth, "pending")))[
         "status"
@@ -154,7 +143,7 @@ async def test_dashboard_refund_is_booked(
     api: Api, client: TestClient[Any, Any], container: Container
 ) -> None:
     payment = await api.paid()
-    dashboard = await _sandbox(container).force_refund(payment["gateway_reference"], 700, "usd")
+    dashboard = await sandbox(container).force_refund(payment["gateway_reference"], 700, "usd")
     payload = event(
         "charge.refunded",
         charge_refunded([refund_object(dashboard, reason="requested_by_customer")]),
@@ -240,7 +229,7 @@ async def test_event_without_our_id_waits_for_our_pending_refund(
     """An event that does not carry our refund id, while one of our refunds is pending without
     the gateway's id, may be about that refund: it waits rather than booking it twice."""
     payment = await api.paid()
-    pending = await _lost(aiohttp_client, container, payment["id"], 800)
+    pending = await lost_refund(aiohttp_client, container, payment["id"], 800)
     truth = await gateway_refund(container, pending["id"])
     payload = event("refund.updated", refund_object(truth, with_our_id=False))
     assert (await deliver(client, payload))["status"] == "pending"
@@ -261,7 +250,7 @@ async def test_pending_dashboard_refund_settles_through_reconciliation(
     """Booked `pending` from the event, then settled by asking the gateway for it by its own
     id (never resent: the gateway has it)."""
     payment = await api.paid()
-    dashboard = await _sandbox(container).force_refund(payment["gateway_reference"], 300, "usd")
+    dashboard = await sandbox(container).force_refund(payment["gateway_reference"], 300, "usd")
     await deliver(client, _event_for("refund.created", dashboard, "pending"))
     [booked] = (await api.get(f"/payments/{payment['id']}/refunds"))["data"]
     assert (booked["status"], booked["amount"]) == ("pending", 300)
