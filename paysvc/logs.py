@@ -108,6 +108,10 @@ class RedactingFilter(logging.Filter):
         for name, value in list(vars(record).items()):
             if name not in _STANDARD_ATTRS:
                 setattr(record, name, _redact_value(value))
+        # The request id comes from the client (X-Request-Id): masked like everything else.
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            record.request_id = redact(str(request_id))
         return True
 
 
