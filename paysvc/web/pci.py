@@ -24,6 +24,7 @@ so a PAN split across adjacent items (`["4242", "4242", "4242", "4242"]`) is fou
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -137,20 +138,18 @@ def is_card_number(digits: str) -> bool:
 def card_number_spans(text: str) -> Iterator[tuple[int, int]]:
     """(start, end) of every card-number span in `text`, left to right."""
     for match in _DIGIT_RUN.finditer(text):
-        run = match.group()
-        groups = [(m.start(), m.end()) for m in _DIGIT_GROUP.finditer(run)]
-        if sum(end - start for start, end in groups) < MIN_PAN_DIGITS:
-            continue
-        if len(groups) == 1 and len(run) > MAX_PAN_DIGITS:
-            continue  # one unbroken run longer than a PAN: just a big number
-        found = _first_group_window(run, groups)
+        found = next(_card_windows(match.group()), None)
         if found is not None:
             yield match.start() + found[0], match.start() + found[1]
 
 
-def _first_group_window(run: str, groups: list[tuple[int, int]]) -> tuple[int, int] | None:
-    """The first window of whole consecutive groups whose digits form a card number (a
-    separated run can hold a PAN preceded or followed by other groups)."""
+def _card_windows(run: str) -> Iterator[tuple[int, int]]:
+    """(start, end) in `run` of each window of whole consecutive digit groups that forms a card
+    number (a separated run can hold a PAN preceded or followed by other groups). One unbroken
+    group longer than a PAN is just a big number."""
+    groups = [(m.start(), m.end()) for m in _DIGIT_GROUP.finditer(run)]
+    if len(groups) == 1 and len(run) > MAX_PAN_DIGITS:
+        return
     for first in range(len(groups)):
         digits = ""
         for last in range(first, len(groups)):
@@ -158,8 +157,7 @@ def _first_group_window(run: str, groups: list[tuple[int, int]]) -> tuple[int, i
             if len(digits) > MAX_PAN_DIGITS:
                 break
             if len(digits) >= MIN_PAN_DIGITS and is_card_number(digits):
-                return groups[first][0], groups[last][1]
-    return None
+                yield groups[first][0], groups[last][1]
 
 
 def contains_card_number(text: str) -> bool:
@@ -199,12 +197,37 @@ def _scalar_has_card(value: object) -> bool:
 
 
 def _split_across_items(items: list[object] | tuple[object, ...]) -> bool:
-    """A card number formed by adjacent scalar items joined (`["4242", "4242", ...]`) that no
-    single item holds."""
-    texts = [text for item in items if (text := _scalar_text(item)) is not None]
-    if len(texts) < 2 or not contains_card_number(" ".join(texts)):
-        return False
-    return not any(contains_card_number(text) for text in texts)
+    """A card number split over adjacent scalar items (`["4242", "4242", "4242", "4242"]`,
+    `["card 4242 4242", 4242, "4242"]`): their texts joined by a space hold a card number that
+    begins at the first digit of one item and ends at the last digit of a later one. Only
+    fragments take part: an item with a PAN's worth of digits or more (a timestamp, a big id) is
+    scanned on its own and separates its neighbours, and windows cutting through an item do not
+    count (two phone numbers side by side are no card)."""
+    joined = ""
+    starts: dict[int, int] = {}  # offset of an item's first digit -> item index
+    ends: dict[int, int] = {}  # offset just after an item's last digit -> item index
+    for index, item in enumerate((*items, None)):
+        text = _scalar_text(item)
+        digits = [] if text is None else [m.span() for m in _DIGIT_GROUP.finditer(text)]
+        if text is None or sum(end - start for start, end in digits) >= MIN_PAN_DIGITS:
+            if len(starts) > 1 and _spans_items(joined, starts, ends):
+                return True
+            joined, starts, ends = "", {}, {}
+            continue
+        if digits:
+            starts[len(joined) + digits[0][0]] = index
+            ends[len(joined) + digits[-1][1]] = index
+        joined += text + " "
+    return False
+
+
+def _spans_items(joined: str, starts: dict[int, int], ends: dict[int, int]) -> bool:
+    for match in _DIGIT_RUN.finditer(joined):
+        for start, end in _card_windows(match.group()):
+            first, last = starts.get(match.start() + start), ends.get(match.start() + end)
+            if first is not None and last is not None and last > first:
+                return True
+    return False
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -266,9 +289,20 @@ def _children(value: object) -> Iterator[tuple[bool, str, object]]:
             yield False, str(index), child
 
 
+def scan_json(raw: bytes) -> str | None:
+    """`find_card_data` over a request body as the client wrote it: JSON numbers kept as their
+    text; a body that is not JSON is scanned as text (reported as `$`)."""
+    try:
+        body: object = json.loads(raw, parse_int=JsonNumber, parse_float=JsonNumber)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        body = raw.decode("utf-8", errors="replace")
+    return find_card_data(body)
+
+
 def reject_card_data(body: object) -> None:
-    """Strict PCI mode: raise 422 `raw_card_data` naming the offending path (never the value)."""
-    path = find_card_data(body)
+    """Strict PCI mode: raise 422 `raw_card_data` naming the offending path (never the value).
+    `body`: parsed JSON, or the raw bytes of a request body (see `scan_json`)."""
+    path = scan_json(body) if isinstance(body, bytes) else find_card_data(body)
     if path is not None:
         raise InvalidRequest(
             "Raw card data is not accepted: send a payment method token (e.g. pm_card_visa)",
