@@ -50,18 +50,59 @@ def parse_when(text: str | None, option: str) -> dt.datetime | None:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
+def _expected_head(text: str | None) -> tuple[int, str] | None:
+    if text is None:
+        return None
+    try:
+        return chain.parse_head(text)
+    except ValueError as error:
+        fail(f"--expect-head: {error}", EXIT_USAGE)
+
+
+@app.command()
+def head(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Print the newest sealed entry as `SEQ:ID` and its MAC.
+
+    Append it to storage outside the database (cron), then `verify --expect-head SEQ:ID`
+    detects entries cut off the end of the chain. Exit 1 when nothing is sealed yet.
+    """
+
+    async def work(container: Container) -> chain.Head | None:
+        return await chain.head(container.db)
+
+    newest = run_async(with_container(work))
+    if newest is None:
+        fail("no sealed audit entry yet")
+    if as_json:
+        print_json({"head": str(newest), "seq": newest.seq, "id": newest.id, "mac": newest.mac})
+        return
+    console.print(f"{newest} {newest.mac}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def verify(
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            metavar="SEQ:ID",
+            help="A head recorded earlier (`paysvc audit head`): fail if it is gone or changed",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Check every entry's MAC and the chain; exit 1 naming the first bad entry.
 
-    Record the printed head (last seq and id) outside the database: cutting entries off the
-    end of the chain can only be detected against such an outside record.
+    Record the head (`paysvc audit head`) outside the database and pass the last one recorded
+    with --expect-head: cutting entries off the end of the chain can only be detected against
+    such an outside record.
     """
+    expected = _expected_head(expect_head)
 
     async def work(container: Container) -> chain.VerifyResult:
-        return await chain.verify(container.db, container.keyring)
+        return await chain.verify(container.db, container.keyring, expect_head=expected)
 
     result = run_async(with_container(work))
     if as_json:
