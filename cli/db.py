@@ -7,17 +7,25 @@ from typing import Annotated
 import typer
 
 from cli.common import console, failures_as_one_line, settings
+from paysvc.config import Settings
 from paysvc.db import migrate
+from paysvc.keys.keyring import Keyring
 
 app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+
+
+def keyring(config: Settings) -> Keyring:
+    """The service keys, for migrations that encrypt or decrypt stored values."""
+    return Keyring(config.encryption_key, config.encryption_keys_retired)
 
 
 @app.command()
 def upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""
-    url = settings().database_url
+    config = settings()
+    url = config.database_url
     with failures_as_one_line():
-        migrate.upgrade(url, revision)
+        migrate.upgrade(url, revision, keyring(config))
         console.print(f"database at {migrate.current(url) or 'base'}")
 
 
@@ -34,7 +42,8 @@ def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base")],
 ) -> None:
     """Revert migrations down to REVISION."""
-    url = settings().database_url
+    config = settings()
+    url = config.database_url
     with failures_as_one_line():
-        migrate.downgrade(url, revision)
+        migrate.downgrade(url, revision, keyring(config))
         console.print(f"database at {migrate.current(url) or 'base'}")

@@ -9,6 +9,7 @@ import typer
 from aiohttp import web
 
 from cli.common import console, run_async, settings, with_container
+from cli.db import keyring
 from paysvc.bootstrap import Container, build_container
 from paysvc.db import migrate
 from paysvc.errors import ConfigError
@@ -47,7 +48,7 @@ def serve(
     """Apply migrations if needed, then run the HTTP service."""
     configure_logging()
     config = settings()
-    migrate.upgrade(config.database_url)
+    migrate.upgrade(config.database_url, keyring=keyring(config))
     run_async(with_container(check_keys))
     tls = None
     if config.tls_cert_file and config.tls_key_file:

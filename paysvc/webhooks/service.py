@@ -125,7 +125,11 @@ class WebhookService:
                     "id": event_id,
                     "source": SOURCE,
                     "type": event_type,
-                    "payload": text,
+                    # A Core insert (no flush): sealed here, bound to the row like any value.
+                    "payload_enc": self.db.keyring.encrypt(
+                        text,
+                        WebhookEvent.payload.associated_for(WebhookEvent.__tablename__, event_id),
+                    ),
                     "status": InboxStatus.PENDING,
                     "attempts": 0,
                     "payment_reference": link.reference,
