@@ -19,6 +19,7 @@ from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.guards import RATE_LIMITS, ip_rate_limit, pci_guard, principal_rate_limit
 from paysvc.web.handlers import admin, audit, disputes, health, payments, refunds, webhooks
+from paysvc.web.handlers.webhooks import FAILED_VERIFICATIONS, failure_buckets
 from paysvc.web.headers import harden
 from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
@@ -28,6 +29,7 @@ from paysvc.web.ratelimit import TokenBuckets
 
 MAX_BODY = 64 * 1024
 SEALER_STOP_TIMEOUT = 30.0
+REJECTIONS_FLUSH_INTERVAL = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +66,7 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app[CONTAINER] = container
     settings = container.settings
     app[RATE_LIMITS] = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[FAILED_VERIFICATIONS] = failure_buckets()
     remote = (
         RemoteAuthenticator(settings.auth_service_url, container.clock)
         if settings.auth_mode == "remote"
@@ -101,9 +104,34 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
             await container.close()
 
     app.cleanup_ctx.append(lifetime)
+    app.cleanup_ctx.append(_rejection_flusher(container))
     if settings.reconcile_interval > 0:
         app.cleanup_ctx.append(_background_reconciler(container, settings.reconcile_interval))
     return app
+
+
+def _rejection_flusher(
+    container: Container, interval: float = REJECTIONS_FLUSH_INTERVAL
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Writes the aggregated audit entries of rejected webhooks once their minute is over, and
+    whatever is left at shutdown (before the sealer's last seal: registered after it)."""
+    rejections = container.webhooks.rejections
+    stop = asyncio.Event()
+
+    async def flush_until_stopped() -> None:
+        # Stopped by the event, never cancelled: a flush is a write transaction.
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            await rejections.flush(everything=stop.is_set())
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(flush_until_stopped(), name="paysvc-webhook-rejections")
+        yield
+        stop.set()
+        await task
+
+    return run
 
 
 def _background_reconciler(
