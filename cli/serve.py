@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import ssl
 from typing import Annotated
 
 import typer
-from aiohttp import web
 
 from cli.common import console, run_async, settings, with_container
 from cli.db import keyring
 from paysvc.bootstrap import Container, build_container
+from paysvc.config import Settings
 from paysvc.db import migrate
 from paysvc.errors import ConfigError
 from paysvc.keys import service as keys
 from paysvc.logs import configure_logging
+from paysvc.web import slowclients
 from paysvc.web.app import create_app
 
 
@@ -55,11 +58,24 @@ def serve(
         tls = tls_context(config.tls_cert_file, config.tls_key_file)
     bind_host, bind_port = host or config.host, port or config.port
     console.print(f"paysvc listening on {'https' if tls else 'http'}://{bind_host}:{bind_port}")
-    web.run_app(
+    asyncio.run(_serve(config, bind_host, bind_port, tls))
+
+
+async def _serve(config: Settings, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+    """Serve until SIGINT or SIGTERM, with the slow-client guards (paysvc.web.slowclients)."""
+    runner, _sockets = await slowclients.start(
         create_app(build_container(config)),
-        host=bind_host,
-        port=bind_port,
+        host,
+        port,
+        request_timeout=config.request_timeout,
+        max_connections_per_ip=config.max_connections_per_ip,
         ssl_context=tls,
-        print=None,
-        access_log=None,  # our own access log line (request id, route template, no query)
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -45,6 +45,8 @@ class Settings:
     rate_limit_per_second: float
     rate_limit_burst: int
     reconcile_interval: float = 30.0  # seconds between background passes; 0 turns it off
+    request_timeout: float = 10.0  # seconds to receive a request's headers, then its body
+    max_connections_per_ip: int = 100  # concurrent connections of one client IP; 0 = no cap
 
     @property
     def is_sqlite(self) -> bool:
@@ -134,6 +136,8 @@ class Settings:
             rate_limit_per_second=_number(get, "RATE_LIMIT_PER_SECOND", "100", float, 0.001, 1e9),
             rate_limit_burst=_number(get, "RATE_LIMIT_BURST", "200", int, 1, 10**9),
             reconcile_interval=_number(get, "RECONCILE_INTERVAL", "30", float, 0.0, 86400.0),
+            request_timeout=_number(get, "REQUEST_TIMEOUT", "10", float, 0.05, 3600.0),
+            max_connections_per_ip=_number(get, "MAX_CONNECTIONS_PER_IP", "100", int, 0, 10**6),
         )
 
 

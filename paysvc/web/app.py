@@ -26,6 +26,7 @@ from paysvc.web.keys import CONTAINER
 from paysvc.web.metrics import METRICS, Metrics
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
 from paysvc.web.ratelimit import TokenBuckets
+from paysvc.web.slowclients import body_deadline, mark_request
 
 MAX_BODY = 64 * 1024
 SEALER_STOP_TIMEOUT = 30.0
@@ -52,6 +53,8 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
             request_id_middleware,  # request id, logging context, access log
             metrics.middleware(),
             error_middleware,
+            mark_request,  # the connection holds a complete request now (slow-client guard)
+            body_deadline,  # the whole body within REQUEST_TIMEOUT, else 408 and close
             ip_rate_limit,  # before auth: clients without valid credentials, per IP
             auth_middleware,
             principal_rate_limit,  # after auth: per principal
