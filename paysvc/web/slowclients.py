@@ -16,7 +16,8 @@ concurrent connections of one client IP.
   connection beyond the cap is closed at once. Behind a proxy every connection comes from the
   proxy: raise the cap or turn it off and let the proxy cap per client.
 
-Each aborted client is one warning line (client IP, reason) and never a traceback. The header
+Each aborted client is one warning line (client IP, `reason`: header_timeout, body_timeout,
+client_gone, connection_cap) and never a traceback. The header
 deadline and the connection cap live in the connection layer, so they apply when serving through
 `run()` (`paysvc serve`); the body deadline is a middleware and applies everywhere.
 """
@@ -32,7 +33,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from paysvc.errors import PaysvcError
+from paysvc.errors import MalformedRequest, PaysvcError
 from paysvc.web.io import Handler, container
 from paysvc.web.middlewares import render_error
 
@@ -66,6 +67,14 @@ async def body_deadline(request: web.Request, handler: Handler) -> web.StreamRes
             )
             response.force_close()
             return response
+        except ConnectionError:
+            log.warning(
+                "client went away while sending its request body",
+                extra={"client": request.remote or "unknown", "reason": "client_gone"},
+            )
+            response = render_error(request, MalformedRequest("The request body was cut off"))
+            response.force_close()  # nobody is there to read it; the access line says 400
+            return response
     return await handler(request)
 
 
@@ -74,6 +83,12 @@ class GuardedHandler(RequestHandler):
     log line when the header deadline closes them)."""
 
     partial_since: float | None = None
+    over_cap = False  # set by GuardedServer.connection_made: refuse this connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.over_cap:
+            self.force_close()  # the request loop sees it and ends; nothing is read
 
     def data_received(self, data: bytes) -> None:
         if self.partial_since is None and not self.in_request:
@@ -127,7 +142,8 @@ class GuardedServer(web.Server):
                 "too many concurrent connections from one client; connection closed",
                 extra={"client": client, "reason": "connection_cap", "cap": self.max_per_ip},
             )
-            transport.close()
+            if isinstance(handler, GuardedHandler):
+                handler.over_cap = True
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         super().connection_lost(handler, exc)
@@ -168,6 +184,9 @@ async def start(
         app,
         max_per_ip=max_connections_per_ip,
         keepalive_timeout=request_timeout,  # the header deadline (see the module docstring)
+        # After an answer given before the body was complete (408, 413), aiohttp keeps reading
+        # the rest for `lingering_time` (10 s by default): a slow client would keep its slot.
+        lingering_time=min(1.0, request_timeout),
         access_log=None,  # our own access log line (request id, route template, no query)
     )
     await runner.setup()
