@@ -82,7 +82,8 @@ class GuardedHandler(RequestHandler):
     """aiohttp's connection protocol plus: which connections hold a partial request (for the
     log line when the header deadline closes them)."""
 
-    partial_since: float | None = None
+    partial_since: float | None = None  # bytes of a request arrived, its headers not complete
+    in_request = False  # a complete request is being handled (set by `mark_request`)
     over_cap = False  # set by GuardedServer.connection_made: refuse this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -94,8 +95,6 @@ class GuardedHandler(RequestHandler):
         if self.partial_since is None and not self.in_request:
             self.partial_since = self._loop.time()
         super().data_received(data)
-
-    in_request = False
 
     def _process_keepalive(self) -> None:  # aiohttp's deadline for an idle/partial connection
         partial = self.partial_since is not None and not self.in_request
