@@ -229,6 +229,7 @@ COMMANDS = [
     ["keys", "rotate"],
     ["audit"],
     ["audit", "verify"],
+    ["audit", "head"],
     ["audit", "export"],
 ]
 
