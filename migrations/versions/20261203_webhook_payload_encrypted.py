@@ -1,7 +1,7 @@
 """webhook payloads encrypted at rest
 
 Revision ID: webhook_payload_enc
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-03 13:30:00
 
 `webhook_events.payload` (Stripe's JSON as received: client secrets, receipt emails, billing
@@ -21,7 +21,7 @@ from alembic import context, op
 from paysvc.keys.keyring import Keyring
 
 revision: str = "webhook_payload_enc"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
