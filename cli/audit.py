@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import sys
@@ -102,7 +103,13 @@ def verify(
     expected = _expected_head(expect_head)
 
     async def work(container: Container) -> chain.VerifyResult:
-        return await chain.verify(container.db, container.keyring, expect_head=expected)
+        result = await chain.verify(container.db, container.keyring)
+        if not result.ok or expected is None:
+            return result
+        problem = await chain.check_head(container.db, *expected)
+        if problem is None:
+            return result
+        return dataclasses.replace(result, ok=False, first_bad=expected[1], problem=problem)
 
     result = run_async(with_container(work))
     if as_json:

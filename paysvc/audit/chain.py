@@ -20,9 +20,9 @@ What `verify` catches, for someone with write access to the database but not the
 What no chain without an outside anchor catches: cutting entries off the *end*. So the head
 (`SEQ:ID` and its MAC) is published: the sealer logs it after each seal (JSON field
 `audit_head`) and sets the gauge `paysvc_audit_head_sequence`; `paysvc audit head` prints it;
-`verify(expect_head=(seq, id))` fails when that entry is no longer in the chain or is another
-one. An operator keeps the published heads outside the database (append-only) and verifies
-against the last one.
+`check_head(seq, id)` (`paysvc audit verify --expect-head`) fails when that entry is no longer
+in the chain or is another one. An operator keeps the published heads outside the database
+(append-only) and verifies against the last one.
 
 The chain key and key rotation
 ------------------------------
@@ -251,44 +251,8 @@ async def verify(
     *,
     grace: dt.timedelta = DEFAULT_GRACE,
     now: dt.datetime | None = None,
-    expect_head: tuple[int, str] | None = None,
 ) -> VerifyResult:
-    """Walk the whole chain in seq order (streaming), then the unsealed entries; with
-    `expect_head` (seq, id) recorded earlier, also check that this entry is still in the chain."""
-    result = await _verify(db, keyring, grace=grace, now=now)
-    if not result.ok or expect_head is None:
-        return result
-    problem = await _head_problem(db, *expect_head)
-    if problem is None:
-        return result
-    return VerifyResult(
-        False, result.checked, expect_head[1], problem, result.last_seq, result.last_id
-    )
-
-
-async def _head_problem(db: Database, seq: int, entry_id: str) -> str | None:
-    async with db.transaction(write=False) as session:
-        found = (await repository.by_seq(session, [seq])).get(seq)
-    if found is None:
-        return (
-            f"the expected head {seq}:{entry_id} is missing: entries were cut off the end of "
-            "the chain (or the head was recorded from another database)"
-        )
-    if found.id != entry_id:
-        return (
-            f"seq {seq} is {found.id}, not the expected head {entry_id}: the end of the chain "
-            "was replaced"
-        )
-    return None
-
-
-async def _verify(
-    db: Database,
-    keyring: Keyring,
-    *,
-    grace: dt.timedelta,
-    now: dt.datetime | None,
-) -> VerifyResult:
+    """Walk the whole chain in seq order (streaming), then the unsealed entries."""
     now = now or dt.datetime.now(dt.UTC)
     checked = 0
     async with db.transaction(write=False) as session:
@@ -327,6 +291,24 @@ async def _verify(
                     last_id,
                 )
     return VerifyResult(True, checked, None, None, last_seq, last_id)
+
+
+async def check_head(db: Database, seq: int, entry_id: str) -> str | None:
+    """What is wrong with a head recorded earlier (`SEQ:ID`), or None when that entry is still
+    the chain's entry `seq`: a `verify` that passes cannot see entries cut off the end."""
+    async with db.transaction(write=False) as session:
+        found = (await repository.by_seq(session, [seq])).get(seq)
+    if found is None:
+        return (
+            f"the expected head {seq}:{entry_id} is missing: entries were cut off the end of "
+            "the chain (or the head was recorded from another database)"
+        )
+    if found.id != entry_id:
+        return (
+            f"seq {seq} is {found.id}, not the expected head {entry_id}: the end of the chain "
+            "was replaced"
+        )
+    return None
 
 
 def _chain_problem(keyring: Keyring, row: RowMapping, previous: RowMapping | None) -> str | None:
