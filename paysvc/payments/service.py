@@ -46,6 +46,7 @@ from paysvc.gateways.base import (
 )
 from paysvc.gateways.registry import Gateways
 from paysvc.ids import new_id, plausible
+from paysvc.logs import payment_id_var
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.repository import PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
@@ -208,13 +209,16 @@ class PaymentService:
             )
             return payment
 
-        return await self.db.run(work)
+        created = await self.db.run(work)
+        payment_id_var.set(created.id)
+        return created
 
     # -- confirm -------------------------------------------------------------------------
 
     async def confirm(self, actor: Actor, payment_id: str, payment_method: str | None) -> Payment:
         """Charge (or authorize) the payment. Returns it `captured`/`authorized`, or
         `processing` when the gateway's answer was lost; raises CardError on a decline."""
+        payment_id_var.set(payment_id)
 
         async def begin(session: AsyncSession) -> tuple[ChargeRequest, bool]:
             payment = await self.load(session, actor, payment_id, for_update=True)
@@ -307,6 +311,7 @@ class PaymentService:
     # -- capture -------------------------------------------------------------------------
 
     async def capture(self, actor: Actor, payment_id: str, amount: int | None) -> Payment:
+        payment_id_var.set(payment_id)
         if not actor.is_staff:
             raise PermissionDenied("Only service or admin callers may capture payments")
 
@@ -342,6 +347,7 @@ class PaymentService:
     async def cancel(
         self, actor: Actor, payment_id: str, reason: str | None, refund_if_captured: bool = False
     ) -> Payment:
+        payment_id_var.set(payment_id)
         if refund_if_captured and not actor.is_staff:
             raise PermissionDenied(
                 "refund_if_captured is for service or admin callers", param="refund_if_captured"

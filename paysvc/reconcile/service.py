@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from paysvc.gateways.base import (
     GatewayRefundStatus,
 )
 from paysvc.gateways.registry import Gateways
+from paysvc.logs import payment_id_var
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import STALE_AFTER, PaymentService, gateway_target
 from paysvc.payments.states import PaymentStatus
@@ -213,11 +215,13 @@ class ReconcileService:
         apply: bool,
         only_stuck_older_than: dt.timedelta | None = None,
         actor: Actor = RECONCILER,
+        progress: Callable[[Report], None] | None = None,
     ) -> Report:
         """Compare every payment and refund created in the last `since` (or only the stuck
         ones) with the gateway; with `apply`, settle what differs and apply pending webhook
         events. Refund events that still wait afterwards are reported for a human. Every fix is
-        historied and audited under `actor` (the operator, for `paysvc reconcile --apply`)."""
+        historied and audited under `actor` (the operator, for `paysvc reconcile --apply`).
+        `progress(report)` is called after each payment and refund checked."""
         report = Report()
         now = self.clock.now()
         stale = only_stuck_older_than or STALE_AFTER
@@ -227,6 +231,8 @@ class ReconcileService:
             page = await self._page(now - since, stuck_before, after)
             for payment in page:
                 await self._check(payment, apply, stale, report, actor)
+                if progress is not None:
+                    progress(report)
             if len(page) < BATCH:
                 break
             after = (page[-1].created_at, page[-1].id)
@@ -235,6 +241,8 @@ class ReconcileService:
             refunds = await self._refund_page(now - since, stuck_before, after)
             for refund in refunds:
                 await self._check_refund(refund, apply, stale, report, actor)
+                if progress is not None:
+                    progress(report)
             if len(refunds) < BATCH:
                 break
             after = (refunds[-1].created_at, refunds[-1].id)
@@ -278,6 +286,7 @@ class ReconcileService:
         actor: Actor,
     ) -> None:
         report.checked += 1
+        payment_id_var.set(payment.id)
         if in_flight(payment, self.clock.now(), stale):
             return  # its own request records the answer; do not even ask
         try:
@@ -352,6 +361,7 @@ class ReconcileService:
         actor: Actor,
     ) -> None:
         report.checked_refunds += 1
+        payment_id_var.set(refund.payment_id)
         try:  # no transaction is open here
             truth = await self.refunds.gateway_truth(
                 refund.gateway, refund.id, refund.gateway_reference

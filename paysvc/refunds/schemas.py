@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 from marshmallow import Schema, fields, validate
@@ -10,15 +9,8 @@ from marshmallow import Schema, fields, validate
 from paysvc.clock import rfc3339
 from paysvc.money import MAX_AMOUNT
 from paysvc.refunds.models import Refund
-from paysvc.refunds.states import RefundStatus
+from paysvc.refunds.states import RefundReason, RefundStatus
 from paysvc.schemas import StrictInt, metadata_field
-
-
-class RefundReason(enum.StrEnum):
-    REQUESTED_BY_CUSTOMER = "requested_by_customer"
-    DUPLICATE = "duplicate"
-    FRAUDULENT = "fraudulent"
-
 
 REFUND_REASONS = tuple(r.value for r in RefundReason)
 
