@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Inspect payments.", no_args_is_help=True)
 
-# Ids, amounts, status and time are always shown whole; order, customer, captured and refunded
-# go first on a narrow terminal (named under the table).
+# Ids, amounts and status are always shown whole; on a narrow terminal order, customer,
+# captured, refunded and at last the time are left out (named under the table).
 PAYMENT_COLUMNS = (
     Col("id", keep=True),
     Col("order", priority=1, min_width=8),
@@ -25,7 +25,7 @@ PAYMENT_COLUMNS = (
     Col("captured", keep=True, justify="right", priority=3),
     Col("refunded", keep=True, justify="right", priority=4),
     Col("status", keep=True),
-    Col("created", keep=True),
+    Col("created", keep=True, priority=5),
 )
 
 
