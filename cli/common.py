@@ -131,9 +131,17 @@ def failures_as_one_line(
     except CommandError as error:
         fail(f"migrations: {error}", type_="api_error", error_code="migration_error")
     except DecryptionError as error:
-        fail(describe_decryption_error(error), type_="api_error", error_code="encryption_key_mismatch")
+        fail(
+            describe_decryption_error(error),
+            type_="api_error",
+            error_code="encryption_key_mismatch",
+        )
     except (SQLAlchemyError, OSError) as error:
-        fail(describe_database_error(error, database_url), type_="api_error", error_code="database_error")
+        fail(
+            describe_database_error(error, database_url),
+            type_="api_error",
+            error_code="database_error",
+        )
 
 
 def describe_decryption_error(error: Exception) -> str:
