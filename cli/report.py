@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from paysvc.bootstrap import Container
 
 # Net captured, refunded, and volume that was never captured (declined, pending, released).
-GLYPHS = {"captured": "█", "refunded": "▓", "uncaptured": "░"}
-STYLES = {"captured": "green", "refunded": "red", "uncaptured": "grey50"}
+GLYPHS = {"captured": "█", "refunded": "▓", "not captured": "░"}
+STYLES = {"captured": "green", "refunded": "red", "not captured": "grey50"}
 
 
 def _date(text: str | None, option: str) -> dt.date | None:
@@ -98,8 +98,6 @@ def draw(summary: TransactionSummary) -> None:
             ]
             for d in days
         ]
-        others = sum(max(len(str(r[i])) for r in rows) for i in (0, 2, 3, 4, 5)) + GAP * 5
-        width = max(10, min(60, console.width - others))
         columns = (
             Col("day", keep=True),
             Col("chart", keep=True),
@@ -108,11 +106,16 @@ def draw(summary: TransactionSummary) -> None:
             Col("refunded", keep=True, justify="right", priority=1),
             Col("success", keep=True, justify="right"),
         )
+        others = sum(
+            max(len(columns[i].header), *(len(str(r[i])) for r in rows)) + GAP
+            for i in (0, 2, 3, 4, 5)
+        )
+        width = max(10, min(60, console.width - others))
         peak = max(d.figures.volume for d in days) or 1
         for row, day in zip(rows, days, strict=True):
             row[1] = _bar(day, peak, width)
         console.print(table(columns, rows))
-    line(f"chart: {legend}; bars scaled to the busiest day of each currency")
+    line(f"{legend}; to scale per currency")
 
 
 def _bar(day: DayFigures, peak: int, width: int) -> Text:
@@ -124,7 +127,11 @@ def _bar(day: DayFigures, peak: int, width: int) -> Text:
     captured = max(0, round(width * f.captured / peak) - refunded)
     uncaptured = max(0, cells - captured - refunded)
     bar = Text()
-    for key, count in (("captured", captured), ("refunded", refunded), ("uncaptured", uncaptured)):
+    for key, count in (
+        ("captured", captured),
+        ("refunded", refunded),
+        ("not captured", uncaptured),
+    ):
         bar.append(GLYPHS[key] * count, style=STYLES[key])
     bar.append(" " * max(0, width - bar.cell_len))
     return bar

@@ -17,6 +17,7 @@ LEFT, RIGHT = 92, 56  # room for the amount axis (left) and the rate axis (right
 PLOT_HEIGHT = 160
 COLORS = {"volume": "#c8ccd4", "captured": "#2e7d32", "refunded": "#c62828", "rate": "#1565c0"}
 FONT = "font-family='sans-serif' font-size='12'"
+TITLE_FONT = "font-family='sans-serif' font-size='16' font-weight='bold'"
 
 
 def days_by_currency(summary: TransactionSummary) -> dict[str, list[DayFigures]]:
@@ -37,7 +38,7 @@ def render_svg(summary: TransactionSummary) -> str:
         f"viewBox='0 0 {WIDTH} {height}' role='img' aria-label='{escape(title)}'>",
         f"<title>{escape(title)}</title>",
         f"<rect width='{WIDTH}' height='{height}' fill='#ffffff'/>",
-        f"<text x='{LEFT}' y='24' {FONT} font-size='16' font-weight='bold'>{escape(title)}</text>",
+        f"<text x='{LEFT}' y='24' {TITLE_FONT}>{escape(title)}</text>",
         _legend(),
     ]
     if not panels:
