@@ -24,7 +24,7 @@ from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
 from paysvc.web.metrics import METRICS, Metrics
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
-from paysvc.web.ratelimit import TokenBuckets
+from paysvc.web.ratelimit import build_limiter
 
 MAX_BODY = 64 * 1024
 SEALER_STOP_TIMEOUT = 30.0
@@ -63,7 +63,9 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app[METRICS] = metrics
     app[CONTAINER] = container
     settings = container.settings
-    app[RATE_LIMITS] = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[RATE_LIMITS] = build_limiter(
+        settings.rate_limit_storage_url, settings.rate_limit_per_second, settings.rate_limit_burst
+    )
     remote = (
         RemoteAuthenticator(settings.auth_service_url, container.clock)
         if settings.auth_mode == "remote"
