@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import re
 import socket
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
+import cli.reconcile
 from cli.main import app
 from tests.cli.test_cli import cli_env
 from tests.conftest import BACKEND, SERVICE, Api
@@ -268,3 +271,20 @@ def test_serve_on_a_busy_port_is_one_line(database_url: str) -> None:
     assert not_logs == [f"error: port {port} is in use (another paysvc serve?)"]
     assert "Traceback" not in result.stderr
     assert "listening" not in result.stdout
+
+
+async def test_reconcile_shows_progress_on_a_terminal_only(
+    api: Api, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        await api.paid(order_id=f"progress-{n}")
+    terminal = io.StringIO()
+    monkeypatch.setattr(
+        cli.reconcile, "err_console", Console(file=terminal, force_terminal=True, width=80)
+    )
+    result = await arun(database_url, "reconcile", "--since", "1h")
+    assert result.exit_code == 0, result.output
+    assert "checked 3 payments and refunds, 0 drifted" in terminal.getvalue()
+    assert "checked 3 payments and 0 refunds: 0 drifted" in result.stdout
+    # Not a terminal (cron, a pipe): no progress output at all.
+    assert "refunds, 0 drifted" not in result.stderr
