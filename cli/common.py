@@ -20,6 +20,7 @@ JSON error object when the command has a `--json` option (named `as_json`) and i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import errno
 import getpass
 import os
@@ -37,7 +38,7 @@ from cli.output import err_console as err_console
 from cli.output import print_json as print_json
 from cli.output import render_error
 from paysvc.auth.principal import Actor, Role
-from paysvc.config import DEFAULT_DATABASE_URL, Settings, sqlite_path
+from paysvc.config import DEFAULT_DATABASE_URL, Settings, env_value, sqlite_path
 from paysvc.errors import ConfigError, InvalidRequest, PaysvcError
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def usage_error(option: str, problem: str) -> NoReturn:
     fail(f"invalid value for {option}: {problem}", EXIT_USAGE)
 
 
-def duration(text: str, option: str) -> Any:
+def duration(text: str, option: str) -> dt.timedelta:
     """`30m`, `24h`, `7d` as a timedelta, or a usage error (exit 2) naming the option."""
     from paysvc.clock import parse_duration
 
@@ -183,7 +184,7 @@ def describe_database_error(error: BaseException, url: str | None) -> str:
     if "unable to open database file" in text:
         return f"database{where} cannot be opened (missing directory or no permission)"
     refused = isinstance(cause, ConnectionRefusedError) or "connect call failed" in text
-    if refused or (isinstance(cause, OSError) and cause.errno in (errno.ECONNREFUSED, None)):
+    if refused or (isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED):
         return f"database{where} is unreachable (connection refused): is it running?"
     if isinstance(cause, OSError | TimeoutError):
         return f"database{where} is unreachable: {type(cause).__name__} {cause}"
@@ -193,9 +194,17 @@ def describe_database_error(error: BaseException, url: str | None) -> str:
 def run_async(coroutine: Coroutine[Any, Any, T], options: Mapping[str, str] | None = None) -> T:
     """Run one command's coroutine; failures become one line and exit code 1 (2 for a value
     of one of `options` the service rejected, see failures_as_one_line)."""
-    with failures_as_one_line(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL, options):
+    with failures_as_one_line(_database_url(), options):
         return asyncio.run(coroutine)
     raise AssertionError("unreachable")
+
+
+def _database_url() -> str | None:
+    """DATABASE_URL as the settings read it (also from DATABASE_URL_FILE), for error messages."""
+    try:
+        return env_value(os.environ, "DATABASE_URL") or DEFAULT_DATABASE_URL
+    except ConfigError:
+        return None
 
 
 def sqlite_file_missing(url: str) -> str | None:
@@ -216,6 +225,7 @@ async def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
     if missing:
         fail(
             f"database ({missing}) does not exist: run `paysvc db upgrade` to create it",
+            type_="api_error",
             error_code="database_error",
         )
     container = build_container(config)

@@ -57,7 +57,7 @@ class Settings:
         env = os.environ if env is None else env
 
         def get(name: str) -> str | None:
-            return _value(env, name)
+            return env_value(env, name)
 
         database_url = get("DATABASE_URL") or DEFAULT_DATABASE_URL
         scheme = urlsplit(database_url).scheme.split("+")[0]
@@ -143,7 +143,7 @@ class Settings:
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def _value(env: Mapping[str, str], name: str) -> str | None:
+def env_value(env: Mapping[str, str], name: str) -> str | None:
     """`NAME` from the environment, or the contents of the file `NAME_FILE` names (Docker and
     Kubernetes secrets: `JWT_SECRET_KEY_FILE=/run/secrets/jwt`); blank counts as unset. Works
     for every setting; setting both is an error (which one would win is not obvious)."""
