@@ -9,6 +9,8 @@ import io
 import json
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from tests.conftest import BACKEND, SERVICE, Api
 from tests.refunds.helpers import refund, sandbox
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
 OTHER_KEY = base64.b64encode(b"w" * 32).decode()
 
 
@@ -288,3 +291,18 @@ async def test_reconcile_shows_progress_on_a_terminal_only(
     assert "checked 3 payments and 0 refunds: 0 drifted" in result.stdout
     # Not a terminal (cron, a pipe): no progress output at all.
     assert "refunds, 0 drifted" not in result.stderr
+
+
+def test_help_and_completion_load_no_service_layer() -> None:
+    """The lazy-import pattern (cli/common.py): importing the CLI, which `--help` and every
+    completion do, loads none of the heavy libraries; commands import them when they run.
+    (The start-up time itself is measured by scripts/bench_cli_startup, not here.)"""
+    heavy = ["sqlalchemy", "aiohttp", "alembic", "stripe", "marshmallow", "cryptography", "jwt"]
+    probe = (
+        "import sys, cli.main; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]", "imported at the top of a cli module: " + result.stdout
