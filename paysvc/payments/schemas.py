@@ -99,12 +99,8 @@ class PaymentOut(Schema):
     amount_captured = fields.Integer(required=True)
     amount_refunded = fields.Integer(required=True)
     currency = fields.String(required=True, metadata={"example": "usd"})
-    status = fields.String(
-        required=True, validate=validate.OneOf([s.value for s in PaymentStatus])
-    )
-    capture_method = fields.String(
-        required=True, validate=validate.OneOf(("automatic", "manual"))
-    )
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in PaymentStatus]))
+    capture_method = fields.String(required=True, validate=validate.OneOf(("automatic", "manual")))
     payment_method = fields.Nested(PaymentMethodOut, required=True, allow_none=True)
     failure = fields.Nested(FailureOut, required=True, allow_none=True)
     cancellation_reason = fields.String(required=True, allow_none=True)

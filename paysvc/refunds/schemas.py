@@ -44,9 +44,7 @@ class RefundOut(Schema):
     amount = fields.Integer(required=True, metadata={"example": 500})
     currency = fields.String(required=True, metadata={"example": "usd"})
     status = fields.String(required=True, validate=validate.OneOf([s.value for s in RefundStatus]))
-    reason = fields.String(
-        required=True, allow_none=True, validate=validate.OneOf(REFUND_REASONS)
-    )
+    reason = fields.String(required=True, allow_none=True, validate=validate.OneOf(REFUND_REASONS))
     failure_reason = fields.String(required=True, allow_none=True)
     metadata = metadata_out()
     created_at = fields.DateTime(required=True)

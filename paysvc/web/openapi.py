@@ -1,4 +1,4 @@
-"""OpenAPI 3.0 from the marshmallow schemas that validate requests, and Swagger UI at /docs.
+"""OpenAPI 3.1 from the marshmallow schemas that validate requests, and Swagger UI at /docs.
 
 Handlers carry an `Operation` (filled by `doc`, `with_body` and `with_query` in `web/io.py`);
 `build_spec` walks the app's routes once at start-up and turns every documented route into an
@@ -18,7 +18,8 @@ from typing import Any
 import swagger_ui_bundle
 from aiohttp import web
 from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin, resolve_schema_cls
+from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema, fields, validate
 
 from paysvc import __version__
@@ -102,7 +103,8 @@ def list_envelope(item: type[Schema]) -> type[Schema]:
 
 def _name(schema: Any) -> str:
     """`PaymentOut` → `Payment`: components are named after the contract's objects."""
-    name: str = resolve_schema_cls(schema).__name__
+    resolved = resolve_schema_cls(schema)
+    name: str = (resolved[0] if isinstance(resolved, list) else resolved).__name__
     for suffix in ("Out", "Schema"):
         if name.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
@@ -193,27 +195,20 @@ def _operation_id(path: str, method: str) -> str:
     return "_".join([method, *words])
 
 
-def _oas30(node: Any) -> Any:
-    """A nullable nested object the way OpenAPI 3.0 tools read it: apispec writes
-    `anyOf: [{type: object, nullable}, {$ref}]`, client generators want `nullable` +
-    `allOf: [$ref]`."""
+def _nullable_enums(node: Any) -> Any:
+    """`{type: [string, null], enum: [a, b, null]}` → `{enum: [a, b, null]}`: the same values,
+    and client generators then make one optional enum instead of one type per branch."""
     if isinstance(node, dict):
-        any_of = node.get("anyOf")
-        if (
-            isinstance(any_of, list)
-            and len(any_of) == 2
-            and any_of[0] == {"type": "object", "nullable": True}
-            and "$ref" in any_of[1]
-        ):
-            rest = {k: v for k, v in node.items() if k != "anyOf"}
-            return {**_oas30(rest), "nullable": True, "allOf": [any_of[1]]}
-        return {key: _oas30(value) for key, value in node.items()}
+        kind = node.get("type")
+        if isinstance(kind, list) and "null" in kind and None in node.get("enum", ()):
+            node = {key: value for key, value in node.items() if key != "type"}
+        return {key: _nullable_enums(value) for key, value in node.items()}
     if isinstance(node, list):
-        return [_oas30(item) for item in node]
+        return [_nullable_enums(item) for item in node]
     return node
 
 
-def _constant(_converter: Any, field: fields.Field, **_kwargs: Any) -> dict[str, Any]:
+def _constant(_converter: Any, field: fields.Field[Any], **_kwargs: Any) -> dict[str, Any]:
     """`fields.Constant("payment")` → a one-value enum (apispec leaves it untyped)."""
     if not isinstance(field, fields.Constant):
         return {}
@@ -226,7 +221,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     spec = APISpec(
         title="paysvc",
         version=__version__,
-        openapi_version="3.0.3",
+        openapi_version="3.1.0",
         plugins=[marshmallow],
         info={
             "description": "Payment intents, confirmation, capture, cancellation, refunds, "
@@ -236,7 +231,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         security=[{"bearerAuth": []}],
     )
     assert marshmallow.converter is not None
-    marshmallow.converter.add_attribute_function(_constant)
+    marshmallow.converter.add_attribute_function(_constant)  # type: ignore[no-untyped-call]
     spec.components.security_scheme(
         "bearerAuth",
         {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
@@ -255,7 +250,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         {
             "name": "X-Request-Id",
             "required": False,
-            "description": "1–64 characters `[A-Za-z0-9._-]`, echoed in the response",
+            "description": "1 to 64 characters `[A-Za-z0-9._-]`, echoed in the response",
             "schema": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
         },
     )
@@ -265,7 +260,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         {
             "name": "Idempotency-Key",
             "required": False,
-            "description": "1–255 printable ASCII characters: a retry with the same key and "
+            "description": "1 to 255 printable ASCII characters: a retry with the same key and "
             "request replays the stored answer (`Idempotent-Replayed: true`)",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
         },
@@ -278,7 +273,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         if method == "head" or op is None or not path:
             continue  # HEAD mirrors GET; undocumented routes stay out
         spec.path(path=path, operations={method: _operation(path, method, op)})
-    document = _oas30(spec.to_dict())
+    document = _nullable_enums(spec.to_dict())
     assert isinstance(document, dict)
     return document
 
