@@ -18,7 +18,7 @@ from paysvc.web.handlers import admin, audit, disputes, health, payments, refund
 from paysvc.web.headers import harden
 from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
-from paysvc.web.metrics import METRICS, Metrics
+from paysvc.web.metrics import METRICS, http_middleware
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
 from paysvc.web.openapi import setup_docs
 from paysvc.web.ratelimit import TokenBuckets
@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 def create_app(container: Container, *, own_container: bool = True) -> web.Application:
     """Build the HTTP app over a container; the app closes the container on shutdown
     unless `own_container` is False (tests that share one container)."""
-    metrics = Metrics()
+    metrics = container.metrics
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[
             request_id_middleware,  # request id, logging context, access log
-            metrics.middleware(),
+            http_middleware(metrics),
             error_middleware,
             ip_rate_limit,  # before auth: clients without valid credentials, per IP
             auth_middleware,

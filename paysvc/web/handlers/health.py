@@ -9,7 +9,7 @@ from marshmallow import Schema, fields
 
 from paysvc import __version__
 from paysvc.web.io import container, doc, json_response
-from paysvc.web.metrics import METRICS
+from paysvc.web.metrics import METRICS, render
 
 routes = web.RouteTableDef()
 READY_TIMEOUT = 5.0  # seconds: a probe that hangs is a probe that fails
@@ -72,4 +72,4 @@ async def ready(request: web.Request) -> web.Response:
 )
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return request.app[METRICS].render()
+    return render(request.app[METRICS])
