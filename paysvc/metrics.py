@@ -72,6 +72,9 @@ class Metrics:
             ["trigger", "outcome"],
             registry=registry,
         )
+        for trigger in ("background", "cli"):  # at 0 from the start, so increase() sees the 1st
+            for outcome in ("ok", "error"):
+                self.reconcile_runs.labels(trigger, outcome)
         self.reconcile_drift = Counter(
             "paysvc_reconcile_drift",
             "Drift items found by reconciliation, by kind",
