@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.bootstrap import Container, build_container
 from paysvc.gateways.base import ChargeRequest, GatewayPayment, GatewayUnavailable
@@ -84,15 +85,25 @@ async def test_payments_by_status_gateway_and_currency(
     assert (count("captured", "eur"), amount("captured", "eur")) == (1, 500)
 
 
-async def test_a_rolled_back_transition_is_not_counted(
-    api: Api, client: TestClient[Any, Any]
+async def test_payments_are_counted_only_when_their_transaction_commits(
+    container: Container, client: TestClient[Any, Any]
 ) -> None:
-    payment = await api.paid()
-    await api.post(f"/payments/{payment['id']}/cancel", {}, status=409)  # captured: refused
+    class Boom(Exception):
+        pass
+
+    async def reach(session: AsyncSession, fail: bool) -> None:
+        container.metrics.payment_reached(session, "captured", "sandbox", "usd", 1999)
+        if fail:
+            raise Boom
+
+    with pytest.raises(Boom):
+        await container.db.run(lambda session: reach(session, True))
+    labels = {"status": "captured", "gateway": "sandbox", "currency": "usd"}
+    assert value(await scrape(client), "paysvc_payments_total", **labels) == 0
+    await container.db.run(lambda session: reach(session, False))
     text = await scrape(client)
-    labels = {"gateway": "sandbox", "currency": "usd"}
-    assert value(text, "paysvc_payments_total", status="cancelled", **labels) == 0
-    assert value(text, "paysvc_payments_total", status="captured", **labels) == 1
+    assert value(text, "paysvc_payments_total", **labels) == 1
+    assert value(text, "paysvc_payments_amount_minor_units_total", **labels) == 1999
 
 
 async def test_gateway_calls_latency_and_circuit_breaker(
