@@ -43,7 +43,8 @@ ERROR_TYPES = (
     "api_error",
 )
 STATUS_TEXT = {
-    400: "Malformed JSON, or an invalid `Idempotency-Key` (invalid_request_error)",
+    400: "Malformed request (invalid_request_error): invalid JSON, an invalid "
+    "`Idempotency-Key`, or for webhooks a missing, wrong or stale signature",
     401: "No, bad, expired or unverifiable token (authentication_error)",
     402: "The gateway declined (card_error, with `decline_code` and the `payment`)",
     403: "Authenticated, but the role may not do this (permission_error)",
@@ -130,11 +131,13 @@ def _error_codes(path: str, method: str, op: Operation) -> list[int]:
     return sorted(codes)
 
 
-def _success(op: Operation, status: int) -> dict[str, Any]:
+def _success(op: Operation, status: int, idempotent: bool) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": "OK" if status < 300 else "Accepted",
         "headers": {"X-Request-Id": _ref("headers", "XRequestId")},
     }
+    if idempotent:
+        response["headers"]["Idempotent-Replayed"] = _ref("headers", "IdempotentReplayed")
     if op.responds is not None:
         schema = list_envelope(op.responds) if op.many else op.responds
         response["content"] = {op.content_type: {"schema": schema}}
@@ -151,11 +154,11 @@ def _operation(path: str, method: str, op: Operation) -> dict[str, Any]:
     ]
     if op.query is not None:
         parameters.append({"in": "query", "schema": op.query})
-    public = is_public(path)
-    if method in ("post", "put") and not public:
+    idempotent = method in ("post", "put") and not is_public(path)
+    if idempotent:
         parameters.append("IdempotencyKey")
     responses: dict[str, Any] = {
-        str(status): _success(op, status) for status in (op.status, *op.statuses)
+        str(status): _success(op, status, idempotent) for status in (op.status, *op.statuses)
     }
     for status in _error_codes(path, method, op):
         error: dict[str, Any] = {
@@ -175,13 +178,14 @@ def _operation(path: str, method: str, op: Operation) -> dict[str, Any]:
     }
     if op.description:
         result["description"] = op.description
-    if public:
+    if is_public(path):
         result["security"] = []
     if op.body is not None:
         content: dict[str, Any] = {"schema": op.body}
         if op.example is not None:
             content["example"] = op.example
-        result["requestBody"] = {"required": True, "content": {"application/json": content}}
+        required = any(field.required for field in op.body().fields.values())
+        result["requestBody"] = {"required": required, "content": {"application/json": content}}
     return result
 
 
@@ -243,6 +247,14 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     )
     spec.components.header(
         "RetryAfter", {"description": "Seconds to wait", "schema": {"type": "integer"}}
+    )
+    spec.components.header(
+        "IdempotentReplayed",
+        {
+            "description": "`true` when this is the stored answer to an earlier request with "
+            "the same `Idempotency-Key`",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
     )
     spec.components.parameter(
         "XRequestId",

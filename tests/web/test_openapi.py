@@ -71,6 +71,13 @@ async def test_every_operation_documents_security_headers_and_every_response(
             if not code.startswith("2") and path != "/health/ready":
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/Error"}, (where, code)
+    create = spec["paths"]["/payments/intents"]["post"]
+    assert create["requestBody"]["required"] is True
+    assert (
+        "IdempotentReplayed" in create["responses"]["201"]["headers"]["Idempotent-Replayed"]["$ref"]
+    )
+    capture = spec["paths"]["/payments/{id}/capture"]["post"]
+    assert capture["requestBody"]["required"] is False  # every field optional: no body is fine
     confirm = spec["paths"]["/payments/{id}/confirm"]["post"]["responses"]
     assert {"200", "202", "402", "409"} <= set(confirm)
     assert "Retry-After" in confirm["503"]["headers"]

@@ -56,7 +56,8 @@ async def _generate(spec: bytes, where: Path) -> None:
     )
     output, _ = await process.communicate()
     text = output.decode(errors="replace")
-    if process.returncode != 0 and ("Failed to fetch" in text or "No solution found" in text):
+    offline = ("Failed to fetch", "Failed to download", "dns error", "Could not connect")
+    if process.returncode != 0 and any(sign in text for sign in offline):
         pytest.skip(f"{GENERATOR} could not be installed (no package index?): {text[-300:]}")
     assert process.returncode == 0, text
     assert "Warning" not in text, text  # every part of the document was understood
