@@ -78,6 +78,7 @@ async def test_every_operation_documents_security_headers_and_every_response(
     )
     capture = spec["paths"]["/payments/{id}/capture"]["post"]
     assert capture["requestBody"]["required"] is False  # every field optional: no body is fine
+    assert {"200", "400", "413"} <= set(spec["paths"]["/webhooks/stripe"]["post"]["responses"])
     confirm = spec["paths"]["/payments/{id}/confirm"]["post"]["responses"]
     assert {"200", "202", "402", "409"} <= set(confirm)
     assert "Retry-After" in confirm["503"]["headers"]

@@ -26,6 +26,7 @@ class WebhookReceivedOut(Schema):
     "ignored, or a duplicate); 400 invalid_signature when the signature is missing, wrong "
     "or stale — nothing changes then.",
     responds=WebhookReceivedOut,
+    errors=(400, 413),
 )
 @routes.post("/webhooks/stripe")
 async def stripe_webhook(request: web.Request) -> web.Response:
