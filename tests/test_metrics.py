@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.bootstrap import Container, build_container
 from paysvc.gateways.base import ChargeRequest, GatewayPayment, GatewayUnavailable
+from paysvc.gateways.instrumented import InstrumentedGateway
 from paysvc.web.app import create_app
 from tests.conftest import SERVICE, Api, make_settings
 from tests.stripe_events import deliver, event, intent, signed
@@ -129,7 +130,8 @@ async def test_gateway_calls_latency_and_circuit_breaker(
         raise GatewayUnavailable("connection refused")
 
     sandbox = container.gateways.for_payment("sandbox")
-    monkeypatch.setattr(getattr(sandbox, "inner"), "charge", down)  # noqa: B009
+    assert isinstance(sandbox, InstrumentedGateway)  # every gateway call passes the seam
+    monkeypatch.setattr(sandbox.inner, "charge", down)
     for n in range(3):  # the breaker's threshold
         payment = await api.create(order_id=f"down-{n}")
         confirm = f"/payments/{payment['id']}/confirm"
