@@ -47,6 +47,7 @@ from paysvc.gateways.base import (
 from paysvc.gateways.registry import Gateways
 from paysvc.ids import new_id, plausible
 from paysvc.logs import payment_id_var
+from paysvc.metrics import Metrics
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.repository import PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
@@ -80,7 +81,15 @@ RefundRemainder = Callable[[Actor, str, str | None], Awaitable[Payment]]
 
 
 class PaymentService:
-    def __init__(self, db: Database, gateways: Gateways, clock: Clock, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        db: Database,
+        gateways: Gateways,
+        clock: Clock,
+        audit: AuditLog,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics or Metrics()
         self.db = db
         self.gateways = gateways
         self.clock = clock
@@ -195,6 +204,7 @@ class PaymentService:
             repo.add(payment)
             await session.flush()
             self._event(session, payment, "created", None, S.PENDING, actor, amount=payment.amount)
+            self._count(session, payment)
             self.audit.record(
                 session,
                 actor,
@@ -537,6 +547,7 @@ class PaymentService:
         check_transition(previous, target)
         payment.status = target
         payment.updated_at = self.clock.now()
+        self._count(session, payment)
         self._event(
             session,
             payment,
@@ -554,6 +565,11 @@ class PaymentService:
             "payment",
             payment.id,
             details={"from": previous, "to": str(target), "reason": reason},
+        )
+
+    def _count(self, session: AsyncSession, payment: Payment) -> None:
+        self.metrics.payment_reached(
+            session, payment.status, payment.gateway, payment.currency, payment.amount
         )
 
     def _event(

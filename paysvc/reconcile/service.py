@@ -30,6 +30,7 @@ from paysvc.gateways.base import (
 )
 from paysvc.gateways.registry import Gateways
 from paysvc.logs import payment_id_var
+from paysvc.metrics import Metrics
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import STALE_AFTER, PaymentService, gateway_target
 from paysvc.payments.states import PaymentStatus
@@ -194,7 +195,9 @@ class ReconcileService:
         webhooks: WebhookService,
         clock: Clock,
         refunds: RefundService,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.db = db
         self.gateways = gateways
         self.payments = payments
@@ -206,7 +209,10 @@ class ReconcileService:
         """One background pass: settle stuck payments and pending refunds, apply webhooks
         that were waiting."""
         return await self.run(
-            BACKGROUND_WINDOW, apply=True, only_stuck_older_than=BACKGROUND_STUCK_AFTER
+            BACKGROUND_WINDOW,
+            apply=True,
+            only_stuck_older_than=BACKGROUND_STUCK_AFTER,
+            trigger="background",
         )
 
     async def run(
@@ -216,6 +222,27 @@ class ReconcileService:
         only_stuck_older_than: dt.timedelta | None = None,
         actor: Actor = RECONCILER,
         progress: Callable[[Report], None] | None = None,
+        trigger: str = "cli",
+    ) -> Report:
+        """Counted in `paysvc_reconcile_runs_total` (by trigger and outcome) and
+        `paysvc_reconcile_drift_total` (by kind)."""
+        try:
+            report = await self._run(since, apply, only_stuck_older_than, actor, progress)
+        except BaseException:
+            self.metrics.reconcile_runs.labels(trigger, "error").inc()
+            raise
+        self.metrics.reconcile_runs.labels(trigger, "error" if report.errors else "ok").inc()
+        for item in report.items:
+            self.metrics.reconcile_drift.labels(item.kind).inc()
+        return report
+
+    async def _run(
+        self,
+        since: dt.timedelta,
+        apply: bool,
+        only_stuck_older_than: dt.timedelta | None,
+        actor: Actor,
+        progress: Callable[[Report], None] | None,
     ) -> Report:
         """Compare every payment and refund created in the last `since` (or only the stuck
         ones) with the gateway; with `apply`, settle what differs and apply pending webhook

@@ -78,6 +78,8 @@ async def report_svg(request: web.Request) -> web.Response:
     "operation in flight → 409 operation_in_progress. Historied and audited with the reason "
     "and the admin's id.",
     responds=PaymentOut,
+    errors=(409,),
+    example={"status": "captured", "reason": "bank confirms, ticket 4711"},
 )
 @routes.put("/admin/payments/{id}/status")
 @with_body(StatusCorrectionRequest)
