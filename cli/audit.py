@@ -8,25 +8,24 @@ import enum
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from cli.common import (
-    EXIT_USAGE,
     OPERATOR,
-    console,
-    err_console,
+    JsonOption,
     fail,
-    print_json,
     run_async,
+    usage_error,
     with_container,
 )
-from paysvc.audit import chain
-from paysvc.audit.trail import AuditFilter
-from paysvc.bootstrap import Container
+from cli.output import err_console, line, print_json
 from paysvc.clock import parse_duration
+
+if TYPE_CHECKING:
+    from paysvc.audit import chain
+    from paysvc.bootstrap import Container
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
@@ -47,28 +46,29 @@ def parse_when(text: str | None, option: str) -> dt.datetime | None:
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        fail(f"{option}: use a duration (24h, 7d), a date or an RFC 3339 time", EXIT_USAGE)
+        usage_error(option, "use a duration (24h, 7d), a date or an RFC 3339 time")
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
 def _expected_head(text: str | None) -> tuple[int, str] | None:
+    from paysvc.audit import chain
+
     if text is None:
         return None
     try:
         return chain.parse_head(text)
     except ValueError as error:
-        fail(f"--expect-head: {error}", EXIT_USAGE)
+        usage_error("--expect-head", str(error))
 
 
 @app.command()
-def head(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-) -> None:
+def head(as_json: JsonOption = False) -> None:
     """Print the newest sealed entry as `SEQ:ID` and its MAC.
 
     Append it to storage outside the database (cron), then `verify --expect-head SEQ:ID`
     detects entries cut off the end of the chain. Exit 1 when nothing is sealed yet.
     """
+    from paysvc.audit import chain
 
     async def work(container: Container) -> chain.Head | None:
         return await chain.head(container.db)
@@ -79,7 +79,7 @@ def head(
     if as_json:
         print_json({"head": str(newest), "seq": newest.seq, "id": newest.id, "mac": newest.mac})
         return
-    console.print(f"{newest} {newest.mac}", highlight=False, soft_wrap=True)
+    line(f"{newest} {newest.mac}")
 
 
 @app.command()
@@ -92,7 +92,7 @@ def verify(
             help="A head recorded earlier (`paysvc audit head`): fail if it is gone or changed",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Check every entry's MAC and the chain; exit 1 naming the first bad entry.
 
@@ -100,6 +100,8 @@ def verify(
     with --expect-head: cutting entries off the end of the chain can only be detected against
     such an outside record.
     """
+    from paysvc.audit import chain
+
     expected = _expected_head(expect_head)
 
     async def work(container: Container) -> chain.VerifyResult:
@@ -133,11 +135,7 @@ def verify(
         if result.last_id is not None
         else "nothing sealed yet"
     )
-    console.print(
-        f"{result.checked} entries verified; {head}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    line(f"{result.checked} entries verified; {head}")
 
 
 @app.command()
@@ -154,6 +152,10 @@ def export(
     ] = None,
 ) -> None:
     """Stream entries, oldest first, as JSON lines or CSV (constant memory). Audited."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from paysvc.audit.trail import AuditFilter
+
     where = AuditFilter(since=parse_when(since, "--since"), until=parse_when(until, "--until"))
     kind: Literal["jsonl", "csv"] = "csv" if fmt is ExportFormat.CSV else "jsonl"
     with ExitStack() as stack:
@@ -181,4 +183,4 @@ def export(
 
         count = run_async(with_container(work))
     if output is not None:
-        console.print(f"exported {count} entries to {output}", highlight=False, soft_wrap=True)
+        line(f"exported {count} entries to {output}")

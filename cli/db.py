@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import console, failures_as_one_line, settings
-from paysvc.config import Settings
-from paysvc.db import migrate
-from paysvc.keys.keyring import Keyring
+
+if TYPE_CHECKING:
+    from paysvc.config import Settings
+    from paysvc.keys.keyring import Keyring
 
 app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 
 
 def keyring(config: Settings) -> Keyring:
     """The service keys, for migrations that encrypt or decrypt stored values."""
+    from paysvc.keys.keyring import Keyring
+
     return Keyring(config.encryption_key, config.encryption_keys_retired)
 
 
 @app.command()
 def upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""
+    from paysvc.db import migrate
+
     config = settings()
     url = config.database_url
-    with failures_as_one_line():
+    with failures_as_one_line(url):
         migrate.upgrade(url, revision, keyring(config))
         console.print(f"database at {migrate.current(url) or 'base'}")
 
@@ -32,8 +37,10 @@ def upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @app.command()
 def current() -> None:
     """Print the current revision."""
+    from paysvc.db import migrate
+
     url = settings().database_url
-    with failures_as_one_line():
+    with failures_as_one_line(url):
         console.print(migrate.current(url) or "base (empty database)")
 
 
@@ -42,8 +49,10 @@ def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base")],
 ) -> None:
     """Revert migrations down to REVISION."""
+    from paysvc.db import migrate
+
     config = settings()
     url = config.database_url
-    with failures_as_one_line():
+    with failures_as_one_line(url):
         migrate.downgrade(url, revision, keyring(config))
         console.print(f"database at {migrate.current(url) or 'base'}")

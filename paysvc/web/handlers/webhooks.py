@@ -9,6 +9,7 @@ must always get through), so the signature is always checked first.
 from __future__ import annotations
 
 from aiohttp import web
+from marshmallow import Schema, fields
 
 from paysvc.auth.principal import Actor, Role
 from paysvc.errors import InvalidRequest, RateLimited
@@ -26,12 +27,21 @@ def failure_buckets() -> TokenBuckets:
     return TokenBuckets(FAILURES_PER_SECOND, FAILURE_BURST)
 
 
+class WebhookReceivedOut(Schema):
+    received = fields.Boolean(required=True)
+    status = fields.String(
+        required=True, metadata={"description": "applied, pending, ignored or duplicate"}
+    )
+
+
 @doc(
     tags=["webhooks"],
     summary="Receive a Stripe event (verified with Stripe-Signature)",
     description="200 once the event is stored (applied, pending until its payment appears, "
     "ignored, or a duplicate); 400 invalid_signature when the signature is missing, wrong "
     "or stale — nothing changes then; 429 once a client address has sent too many of those.",
+    responds=WebhookReceivedOut,
+    errors=(400, 413, 429),
 )
 @routes.post("/webhooks/stripe")
 async def stripe_webhook(request: web.Request) -> web.Response:
