@@ -114,10 +114,12 @@ class RedactingFilter(logging.Filter):
         for name, value in list(vars(record).items()):
             if name not in _STANDARD_ATTRS:
                 setattr(record, name, _redact_value(value))
-        # The request id comes from the client (X-Request-Id): masked like everything else.
-        request_id = getattr(record, "request_id", None) or request_id_var.get()
-        if request_id:
-            record.request_id = redact(str(request_id))
+        # The request id (X-Request-Id) and the payment id (the path's `{id}`, set before the
+        # payment is looked up) come from the client: masked like everything else.
+        for name, var in (("request_id", request_id_var), ("payment_id", payment_id_var)):
+            value = getattr(record, name, None) or var.get()
+            if value:
+                setattr(record, name, redact(str(value)))
         return True
 
 
