@@ -4,6 +4,7 @@ mode, never echoed, and never found afterwards in the database, the log or the a
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from paysvc.bootstrap import Container
 from paysvc.idempotency.models import IdempotencyKey
 from paysvc.idempotency.service import hash_key
 from paysvc.web.keys import CONTAINER
-from tests.conftest import CUSTOMER, SERVICE, Api
+from tests.conftest import CUSTOMER, ENCRYPTION_KEY, SERVICE, Api
 from tests.security.helpers import captured_logs, client_with, raw_database
 from tests.support import rows
 
@@ -179,3 +180,24 @@ async def test_idempotency_rows_hold_hashes(
     assert "order-1042-a" not in record.key
     assert record.path == "/payments/intents"
     assert len(record.fingerprint) == 64
+
+
+async def test_a_hashed_key_is_still_recognised_after_a_key_rotation(
+    aiohttp_client: Callable[..., Any], database_url: str, client: TestClient[Any, Any]
+) -> None:
+    first = await client.post(
+        "/payments/intents", json=INTENT, headers={**CUSTOMER, "Idempotency-Key": "rotate-me"}
+    )
+    assert first.status == 201
+    # ENCRYPTION_KEY rotated: the old key (conftest's) is retired, a new one is active.
+    rotated = await client_with(
+        aiohttp_client,
+        database_url,
+        ENCRYPTION_KEY=base64.b64encode(b"n" * 32).decode(),
+        ENCRYPTION_KEYS_RETIRED=ENCRYPTION_KEY,
+    )
+    again = await rotated.post(
+        "/payments/intents", json=INTENT, headers={**CUSTOMER, "Idempotency-Key": "rotate-me"}
+    )
+    assert (again.status, again.headers["Idempotent-Replayed"]) == (201, "true")
+    assert (await again.json())["id"] == (await first.json())["id"]
