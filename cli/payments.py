@@ -28,6 +28,16 @@ PAYMENT_COLUMNS = (
     Col("created", keep=True, priority=5),
 )
 
+# The payment's ledger under `payments show`, oldest first.
+OPERATION_COLUMNS = (
+    Col("operation", keep=True),
+    Col("kind", keep=True),
+    Col("amount", keep=True, justify="right"),
+    Col("status", keep=True),
+    Col("tries", keep=True, justify="right", priority=2),
+    Col("created", keep=True, priority=1),
+)
+
 
 @app.command("list")
 def list_payments(
@@ -79,14 +89,30 @@ def show(
     payment_id: Annotated[str, typer.Argument(help="pay_… id")],
     as_json: JsonOption = False,
 ) -> None:
-    """Show one payment."""
+    """Show one payment, with its gateway operations (the money ledger), oldest first."""
+    from paysvc.operations.schemas import render_operation
     from paysvc.payments.schemas import render_payment
 
     async def work(container: Container) -> dict[str, Any]:
-        return render_payment(await container.payments.get(OPERATOR, payment_id))
+        payment = render_payment(await container.payments.get(OPERATOR, payment_id))
+        operations = await container.payments.operations(OPERATOR, payment_id)
+        return {**payment, "operations": [render_operation(op) for op in operations]}
 
     payment = run_async(with_container(work))
     if as_json:
         print_json(payment)
         return
+    operations = payment.pop("operations")
     console.print(fields(object_fields(payment)))
+    rows = [
+        (
+            op["id"],
+            op["kind"],
+            money(op["amount"], op["currency"]),
+            op["status"],
+            str(op["attempts"]),
+            when(op["created_at"]),
+        )
+        for op in operations
+    ]
+    console.print(table(OPERATION_COLUMNS, rows) if rows else "no gateway operations")

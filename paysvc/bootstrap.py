@@ -5,6 +5,7 @@ Used by the HTTP app, the CLI and the tests alike, so all three run the same cod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from paysvc.admin.service import AdminService
@@ -24,6 +25,8 @@ from paysvc.gateways.stripe import StripeGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
 from paysvc.metrics import Metrics
+from paysvc.operations.completer import Completer
+from paysvc.operations.service import Ledger
 from paysvc.payments.service import PaymentService
 from paysvc.reconcile.service import ReconcileService
 from paysvc.refunds.service import RefundService
@@ -43,6 +46,7 @@ class Container:
     refunds: RefundService
     disputes: DisputeService
     webhooks: WebhookService
+    completer: Completer
     reconcile: ReconcileService
     idempotency: IdempotencyService
     admin: AdminService
@@ -54,16 +58,26 @@ class Container:
         await self.db.dispose()
 
 
-def build_container(settings: Settings, *, clock: Clock | None = None) -> Container:
+def build_container(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    wrap_gateway: Callable[[Gateway], Gateway] | None = None,
+) -> Container:
+    """`wrap_gateway` decorates each configured gateway (tests inject faults with it)."""
     clock = clock or SystemClock()
     keyring = Keyring(settings.encryption_key, settings.encryption_keys_retired)
     db = Database(settings.database_url, keyring)
     metrics = Metrics()
-    gateways = _gateways(settings, db, clock, metrics)
+    gateways = _gateways(settings, db, clock, metrics, wrap_gateway)
     audit = AuditLog(clock)
-    payments = PaymentService(db, gateways, clock, audit, metrics)
+    timing = settings.timing
+    ledger = Ledger(gateways, clock, timing)
+    payments = PaymentService(db, gateways, clock, audit, ledger, metrics)
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
+    payments.refund_projector = refunds.project  # the projection of refund operations
+    completer = Completer(db, ledger, payments, clock)
     disputes = DisputeService(db, payments, clock, audit)
     webhooks = WebhookService(
         db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds, metrics
@@ -82,15 +96,24 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         refunds=refunds,
         disputes=disputes,
         webhooks=webhooks,
-        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds, metrics),
-        idempotency=IdempotencyService(db, clock, audit),
+        completer=completer,
+        reconcile=ReconcileService(
+            db, gateways, payments, webhooks, clock, refunds, completer, metrics
+        ),
+        idempotency=IdempotencyService(db, clock, audit, stale_after=timing.idempotency_takeover),
         admin=AdminService(db, payments, clock, audit),
         audit_trail=AuditTrail(db, audit),
         metrics=metrics,
     )
 
 
-def _gateways(settings: Settings, db: Database, clock: Clock, metrics: Metrics) -> Gateways:
+def _gateways(
+    settings: Settings,
+    db: Database,
+    clock: Clock,
+    metrics: Metrics,
+    wrap: Callable[[Gateway], Gateway] | None,
+) -> Gateways:
     chain: list[Gateway] = []
     for name in settings.payment_gateways:
         if name == "stripe":
@@ -104,6 +127,8 @@ def _gateways(settings: Settings, db: Database, clock: Clock, metrics: Metrics) 
             )
         else:
             chain.append(SandboxGateway(db, clock))
+    if wrap is not None:
+        chain = [wrap(gateway) for gateway in chain]
     # Every gateway call is counted and timed (the one seam), under the gateway's own name.
     chain = [InstrumentedGateway(gateway, metrics) for gateway in chain]
     failover = FailoverGateway(chain, clock)
