@@ -17,8 +17,8 @@ class AuditEntry(Base):
     __tablename__ = "audit_entries"
     __table_args__ = (
         Index("ix_audit_entries_occurred", "occurred_at", "id"),
-        Index("ix_audit_entries_resource", "resource_id"),
-        Index("ix_audit_entries_actor", "actor_id"),
+        Index("ix_audit_entries_resource_occurred", "resource_id", "occurred_at", "id"),
+        Index("ix_audit_entries_actor_occurred", "actor_id", "occurred_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

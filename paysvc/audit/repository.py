@@ -6,12 +6,13 @@ import datetime as dt
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.integrity import KEY_ID_LENGTH
 from paysvc.audit.models import AuditEntry
+from paysvc.db.pagination import beyond
 from paysvc.errors import InvalidRequest
 
 STREAM_CHUNK = 500
@@ -48,11 +49,7 @@ async def unsealed_batch(
 
 
 def _after(cursor: tuple[dt.datetime, str]) -> Any:
-    occurred_at, entry_id = cursor
-    return or_(
-        AuditEntry.occurred_at > occurred_at,
-        and_(AuditEntry.occurred_at == occurred_at, AuditEntry.id > entry_id),
-    )
+    return beyond((AuditEntry.occurred_at, AuditEntry.id), cursor, descending=False)
 
 
 async def _stream(session: AsyncSession, stmt: Select[Any]) -> AsyncIterator[RowMapping]:
@@ -159,12 +156,10 @@ async def list_entries(
         if cursor is None:
             raise InvalidRequest("No such audit entry to start after", param="starting_after")
         stmt = stmt.where(
-            or_(
-                AuditEntry.occurred_at < cursor.occurred_at,
-                and_(
-                    AuditEntry.occurred_at == cursor.occurred_at,
-                    AuditEntry.id < cursor.id,
-                ),
+            beyond(
+                (AuditEntry.occurred_at, AuditEntry.id),
+                (cursor.occurred_at, cursor.id),
+                descending=True,
             )
         )
     stmt = stmt.order_by(AuditEntry.occurred_at.desc(), AuditEntry.id.desc()).limit(limit + 1)

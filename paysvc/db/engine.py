@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 _RETRYABLE_PG = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_ANALYSIS_LIMIT = 1000  # rows sampled per index by ANALYZE (approximate, fast)
+SQLITE_OPTIMIZE_INTERVAL = 3600.0  # seconds between PRAGMA optimize in a running server
 
 
 def async_url(url: str) -> str:
@@ -164,5 +166,23 @@ class Database:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
+    async def optimize(self) -> None:
+        """SQLite: give the query planner statistics (`ANALYZE` the first time, then `PRAGMA
+        optimize`, which re-analyzes only what changed a lot), each bounded by
+        `analysis_limit` so it takes milliseconds at any size. PostgreSQL's autovacuum does it."""
+        if not self.is_sqlite:
+            return
+        async with self.engine.begin() as connection:
+            await connection.exec_driver_sql(f"PRAGMA analysis_limit={SQLITE_ANALYSIS_LIMIT}")
+            analyzed = await connection.exec_driver_sql(
+                "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
+            )
+            await connection.exec_driver_sql("PRAGMA optimize" if analyzed.first() else "ANALYZE")
+
     async def dispose(self) -> None:
+        if self.is_sqlite:
+            try:
+                await self.optimize()
+            except DBAPIError as error:  # never block a shutdown on statistics
+                log.warning("PRAGMA optimize at close failed: %s", type(error).__name__)
         await self.engine.dispose()

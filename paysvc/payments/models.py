@@ -48,6 +48,7 @@ class Payment(EncryptedModel, Base):
         ),
         Index("ix_payments_created", "created_at", "id"),
         Index("ix_payments_customer_created", "customer_id", "created_at", "id"),
+        Index("ix_payments_status_created", "status", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -58,7 +59,7 @@ class Payment(EncryptedModel, Base):
     amount_capturable: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_captured: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
-    status: Mapped[str] = mapped_column(String(24), index=True)
+    status: Mapped[str] = mapped_column(String(24))
     capture_method: Mapped[str] = mapped_column(String(12))
     # An operation handed to the gateway whose answer is not recorded yet (atomic phases).
     pending_operation: Mapped[str | None] = mapped_column(String(16))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paysvc.db.pagination import beyond
 from paysvc.payments.models import Payment
 from paysvc.payments.states import PaymentStatus
 from paysvc.refunds.models import Refund
@@ -110,13 +111,7 @@ class ReconcileRepository:
                 )
             )
         if after is not None:
-            created, last_id = after
-            query = query.where(
-                or_(
-                    Payment.created_at > created,
-                    and_(Payment.created_at == created, Payment.id > last_id),
-                )
-            )
+            query = query.where(beyond((Payment.created_at, Payment.id), after, descending=False))
         query = query.order_by(Payment.created_at, Payment.id).limit(limit)
         rows = (await self.session.execute(query)).all()
         return [PaymentSnapshot(*row) for row in rows]
@@ -154,13 +149,7 @@ class ReconcileRepository:
         else:
             query = query.where(pending, Refund.pending_since < stuck_before)
         if after is not None:
-            created, last_id = after
-            query = query.where(
-                or_(
-                    Refund.created_at > created,
-                    and_(Refund.created_at == created, Refund.id > last_id),
-                )
-            )
+            query = query.where(beyond((Refund.created_at, Refund.id), after, descending=False))
         query = query.order_by(Refund.created_at, Refund.id).limit(limit)
         rows = (await self.session.execute(query)).all()
         return [RefundSnapshot(*row) for row in rows]

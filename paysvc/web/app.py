@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import copy
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +15,7 @@ from aiohttp_apispec import AiohttpApiSpec
 from paysvc import __version__
 from paysvc.audit.chain import AuditSealer
 from paysvc.bootstrap import Container
+from paysvc.db.engine import SQLITE_OPTIMIZE_INTERVAL
 from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.guards import RATE_LIMITS, ip_rate_limit, pci_guard, principal_rate_limit
@@ -103,7 +104,32 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.cleanup_ctx.append(lifetime)
     if settings.reconcile_interval > 0:
         app.cleanup_ctx.append(_background_reconciler(container, settings.reconcile_interval))
+    if container.db.is_sqlite:
+        app.cleanup_ctx.append(_every(SQLITE_OPTIMIZE_INTERVAL, container.db.optimize))
     return app
+
+
+def _every(
+    interval: float, job: Callable[[], Awaitable[None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Run `job` every `interval` seconds while the app runs (failures are logged)."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except Exception:
+                log.exception("periodic %s failed; will retry", getattr(job, "__name__", job))
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return run
 
 
 def _background_reconciler(
