@@ -11,7 +11,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.integrity import KEY_ID_LENGTH
-from paysvc.audit.models import AuditEntry
+from paysvc.audit.models import AuditCheckpoint, AuditEntry
 from paysvc.db.pagination import beyond
 from paysvc.errors import InvalidRequest
 
@@ -62,6 +62,34 @@ def stream_sealed(session: AsyncSession) -> AsyncIterator[RowMapping]:
     """Every sealed entry, as plain rows, in seq order (constant memory)."""
     stmt = select(_TABLE).where(_TABLE.c.seq.is_not(None)).order_by(_TABLE.c.seq)
     return _stream(session, stmt)
+
+
+def stream_sealed_range(
+    session: AsyncSession, low: int | None, high: int
+) -> AsyncIterator[RowMapping]:
+    """Sealed entries with low <= seq <= high (no lower bound when `low` is None), seq order."""
+    stmt = select(_TABLE).where(_TABLE.c.seq.is_not(None), _TABLE.c.seq <= high)
+    if low is not None:
+        stmt = stmt.where(_TABLE.c.seq >= low)
+    return _stream(session, stmt.order_by(_TABLE.c.seq))
+
+
+async def next_sealed(session: AsyncSession, seq: int) -> tuple[int, str] | None:
+    """(seq, id) of the first sealed entry at or after `seq`."""
+    stmt = select(AuditEntry.seq, AuditEntry.id).where(AuditEntry.seq >= seq)
+    row = (await session.execute(stmt.order_by(AuditEntry.seq).limit(1))).first()
+    return (int(row[0] or 0), str(row[1])) if row is not None else None
+
+
+async def latest_checkpoint(session: AsyncSession, at_most: int) -> AuditCheckpoint | None:
+    stmt = select(AuditCheckpoint).where(AuditCheckpoint.seq <= at_most)
+    return (await session.scalars(stmt.order_by(AuditCheckpoint.seq.desc()).limit(1))).first()
+
+
+async def save_checkpoint(session: AsyncSession, checkpoint: AuditCheckpoint) -> None:
+    if await session.get(AuditCheckpoint, checkpoint.seq) is None:
+        session.add(checkpoint)
+        await session.flush()
 
 
 def stream_unsealed(session: AsyncSession) -> AsyncIterator[RowMapping]:

@@ -1,6 +1,6 @@
 """Every model, imported once so that the metadata is complete (Alembic, tests)."""
 
-from paysvc.audit.models import AuditEntry
+from paysvc.audit.models import AuditCheckpoint, AuditEntry
 from paysvc.db.base import Base
 from paysvc.disputes.models import Dispute
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
@@ -12,6 +12,7 @@ from paysvc.webhooks.models import WebhookEvent
 metadata = Base.metadata
 
 __all__ = [
+    "AuditCheckpoint",
     "AuditEntry",
     "Dispute",
     "IdempotencyKey",

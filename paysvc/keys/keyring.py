@@ -30,6 +30,11 @@ class Keyring:
         self._keys = {key_id(k): AESGCM(k) for k in (*retired, active)}
         self._raw = {key_id(k): k for k in (*retired, active)}
 
+    def __reduce__(self) -> tuple[type[Keyring], tuple[bytes, tuple[bytes, ...]]]:
+        """Picklable for worker processes (the AES objects are rebuilt from the raw keys)."""
+        retired = tuple(k for kid, k in self._raw.items() if kid != self.active_id)
+        return (Keyring, (self._raw[self.active_id], retired))
+
     @property
     def key_ids(self) -> tuple[str, ...]:
         return tuple(self._keys)
