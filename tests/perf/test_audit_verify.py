@@ -3,14 +3,21 @@ walk reports, and a MACed checkpoint lets verification resume where it last succ
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit import chain
+from paysvc.audit.chain import seal_pending
 from paysvc.audit.models import AuditCheckpoint
+from paysvc.bootstrap import Container
 from paysvc.db.engine import Database
 from tests.audit.test_chain import T0, db, execute, write_entries
+from tests.conftest import Api
+from tests.security.helpers import paysvc
+from tests.security.test_audit_cli import sealed_trail
 
 __all__ = ["db"]
 
@@ -98,3 +105,21 @@ async def test_a_forged_or_moved_checkpoint_is_refused(db: Database) -> None:
     result = await chain.verify(db, db.keyring, now=T0, from_checkpoint=True)
     assert (result.ok, result.first_bad) == (False, ids[4])
     assert result.problem is not None and "checkpoint at seq 5: MAC mismatch" in result.problem
+
+
+async def test_cli_verify_saves_a_checkpoint_and_resumes_from_it(
+    api: Api, container: Container, database_url: str
+) -> None:
+    entries = await sealed_trail(api, container)
+    first = await paysvc(database_url, "audit", "verify", "--workers", "2", "--json")
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["checked"] == len(entries)
+
+    await api.paid(order_id="after-checkpoint")
+    await seal_pending(container.db, container.keyring)
+    resumed = await paysvc(database_url, "audit", "verify", "--from-checkpoint", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    report = json.loads(resumed.stdout)
+    # The entries written since (and the first verify's own), not the whole trail again.
+    assert 0 < report["checked"] < len(entries)
+    assert report["last_seq"] > entries[-1].seq
