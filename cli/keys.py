@@ -13,6 +13,7 @@ from rich.table import Table
 from cli.common import OPERATOR, console, err_console, print_json, run_async, with_container
 from paysvc.audit.chain import seal_pending
 from paysvc.bootstrap import Container
+from paysvc.clock import rfc3339
 from paysvc.keys import service
 
 app = typer.Typer(help="Encryption keys: generate, status, rotation.", no_args_is_help=True)
@@ -30,13 +31,7 @@ async def _status(container: Container) -> dict[str, Any]:
     macs = await service.audit_key_usage(container.db)
     rows = []
     for key_id in sorted({*keyring.key_ids, *values, *macs}):
-        state = (
-            "active"
-            if key_id == keyring.active_id
-            else "retired"
-            if key_id in keyring.key_ids
-            else "unknown"
-        )
+        state = keyring.state(key_id)
         rows.append(
             {
                 "key_id": key_id,
@@ -45,10 +40,22 @@ async def _status(container: Container) -> dict[str, Any]:
                 "audit_macs": macs.get(key_id, 0),
             }
         )
+    instances = await service.rollout(container.db, container.clock.now())
     return {
         "active_key_id": keyring.active_id,
         "keys": rows,
         "pending": await service.pending(container.db),
+        "instances": [
+            {
+                "instance_id": i.instance_id,
+                "active_key_id": i.active_key_id,
+                "readable_key_ids": list(i.readable_key_ids),
+                "seen_at": rfc3339(i.seen_at),
+                "safe": i.safe,
+                "cannot_read": list(i.cannot_read),
+            }
+            for i in instances
+        ],
     }
 
 
@@ -75,6 +82,20 @@ def _print_status(report: dict[str, Any]) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    if report["instances"]:
+        instances = Table("instance", "active key", "can read", "safe")
+        for i in report["instances"]:
+            verdict = "yes" if i["safe"] else "[red]no: cannot read " + ", ".join(i["cannot_read"])
+            instances.add_row(
+                i["instance_id"], i["active_key_id"], ", ".join(i["readable_key_ids"]), verdict
+            )
+        console.print(instances)
+        if any(not i["safe"] for i in report["instances"]):
+            console.print(
+                "[red]an instance cannot read data others write: give it the key "
+                "(ENCRYPTION_KEYS_NEXT) and restart it before making that key active anywhere"
+                "[/red]"
+            )
     if any(row["state"] == "unknown" for row in report["keys"]):
         console.print(
             "[red]some data is under a key that is not configured: it cannot be read[/red]"
@@ -100,8 +121,8 @@ def rotate(
     """Re-encrypt every value (and re-MAC every audit entry) under the active key.
 
     Safe while the service runs (small locked batches); resumable (run it again after an
-    interruption); each batch is audited. Set ENCRYPTION_KEY to the new key and list the old
-    one in ENCRYPTION_KEYS_RETIRED first (on every instance).
+    interruption); each batch is audited. First roll the new key out on every instance: in
+    ENCRYPTION_KEYS_NEXT, then as ENCRYPTION_KEY with the old one in ENCRYPTION_KEYS_RETIRED.
     """
     with Progress(
         TextColumn("re-encrypting"),

@@ -30,11 +30,11 @@ async def check_keys(container: Container) -> None:
     ENCRYPTION_KEY must stop start-up, not fail request by request."""
     missing = await keys.unreadable(container.db)
     if missing:
-        ids = ", ".join(f"{key_id} ({count})" for key_id, count in sorted(missing.items()))
         raise ConfigError(
             "ENCRYPTION_KEY",
-            f"stored data is encrypted or MACed under key id(s) {ids}, which are neither "
-            "ENCRYPTION_KEY nor in ENCRYPTION_KEYS_RETIRED (wrong key?)",
+            f"stored data is encrypted or MACed under key id(s) {', '.join(sorted(missing))}, "
+            "which are not ENCRYPTION_KEY, ENCRYPTION_KEYS_NEXT or ENCRYPTION_KEYS_RETIRED "
+            "(wrong key?)",
         )
 
 

@@ -53,7 +53,9 @@ class Container:
 
 def build_container(settings: Settings, *, clock: Clock | None = None) -> Container:
     clock = clock or SystemClock()
-    keyring = Keyring(settings.encryption_key, settings.encryption_keys_retired)
+    keyring = Keyring(
+        settings.encryption_key, settings.encryption_keys_retired, settings.encryption_keys_next
+    )
     db = Database(settings.database_url, keyring)
     gateways = _gateways(settings, db, clock)
     audit = AuditLog(clock)

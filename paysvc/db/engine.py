@@ -10,6 +10,7 @@ deadlocks are retried a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from paysvc.keys import repository as keys_repository
 from paysvc.keys.keyring import Keyring
 
 T = TypeVar("T")
@@ -102,6 +104,7 @@ class Database:
             self.engine, expire_on_commit=False, info={"keyring": keyring}
         )
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._active_key_recorded = False  # see paysvc.keys.models.KeyInUse
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -141,13 +144,26 @@ class Database:
             try:
                 yield session
                 if write:
+                    # The first commit after this process encrypted or MACed anything under its
+                    # active key records that key as in use, in the same transaction.
+                    recording = self.keyring.used_active and not self._active_key_recorded
+                    if recording:
+                        await keys_repository.record_in_use(
+                            session, self.keyring.active_id, dt.datetime.now(dt.UTC)
+                        )
                     await session.commit()
+                    self._active_key_recorded = self._active_key_recorded or recording
                 # A read-only unit of work ends when the session closes (no expiry of results).
             except BaseException:
                 await session.rollback()
                 raise
 
-    async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
+    async def run(
+        self,
+        work: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        write: bool = True,
+    ) -> T:
         """Run `work` in one unit of work, retrying serialization failures and deadlocks."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:

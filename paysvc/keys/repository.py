@@ -3,14 +3,18 @@ still need re-encryption."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from paysvc.db.base import Base
 from paysvc.db.encrypted import EncryptedModel
+from paysvc.keys.models import KeyHolder, KeyInUse
 
 # An envelope is "v1:<key id>:<base64>"; key ids are 12 hex characters (see keyring.key_id).
 ENVELOPE_PREFIX = "v1:"
@@ -95,3 +99,40 @@ async def rows_not_under(
 
 def primary_key_of(row: EncryptedModel) -> Any:
     return getattr(row, _primary_key(type(row)).key)
+
+
+# --- the record of key ids in use and of the instances holding keys ----------------------------
+
+
+def _insert(session: AsyncSession, model: Any) -> Any:
+    """INSERT … with ON CONFLICT support on either dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert(model)
+    return sqlite_insert(model)
+
+
+async def record_in_use(session: AsyncSession, key_id: str, now: dt.datetime) -> None:
+    stmt = _insert(session, KeyInUse).values(key_id=key_id, since=now)
+    await session.execute(stmt.on_conflict_do_nothing(index_elements=["key_id"]))
+
+
+async def keys_in_use(session: AsyncSession) -> set[str]:
+    return set(await session.scalars(select(KeyInUse.key_id)))
+
+
+async def forget_keys_in_use(session: AsyncSession, key_ids: set[str]) -> None:
+    if key_ids:
+        await session.execute(delete(KeyInUse).where(KeyInUse.key_id.in_(sorted(key_ids))))
+
+
+async def save_holder(session: AsyncSession, holder: KeyHolder) -> None:
+    await session.merge(holder)
+
+
+async def holders(session: AsyncSession, seen_after: dt.datetime) -> list[KeyHolder]:
+    stmt = select(KeyHolder).where(KeyHolder.seen_at >= seen_after)
+    return list(await session.scalars(stmt.order_by(KeyHolder.instance_id)))
+
+
+async def remove_holder(session: AsyncSession, instance_id: str) -> None:
+    await session.execute(delete(KeyHolder).where(KeyHolder.instance_id == instance_id))

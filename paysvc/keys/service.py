@@ -7,13 +7,21 @@ finished by running it again. After the data, the audit chain's MACs are moved t
 too (see `paysvc.audit.chain`), so that once `status` and `audit_key_usage` list only the active
 key, retired keys can be removed from ENCRYPTION_KEYS_RETIRED.
 
-Operator sequence: set ENCRYPTION_KEY to the new key and move the old one into
-ENCRYPTION_KEYS_RETIRED; restart the instances; run `paysvc keys rotate`; check `keys status`.
+Operator sequence (a rolling rotation, two phases; README "Rotating the encryption key"):
+1. add the new key to ENCRYPTION_KEYS_NEXT on every instance, restarting them one at a time
+   (`keys status` shows when every live instance can read it);
+2. make it ENCRYPTION_KEY and move the old one to ENCRYPTION_KEYS_RETIRED, again one at a time;
+3. run `paysvc keys rotate`; once `keys status` lists no value under the old key, drop it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import secrets
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +33,7 @@ from paysvc.clock import SystemClock
 from paysvc.db.encrypted import EncryptedModel
 from paysvc.db.engine import Database
 from paysvc.keys import repository
+from paysvc.keys.models import KeyHolder
 
 Progress = Callable[[int, int], None]
 
@@ -44,18 +53,88 @@ async def audit_key_usage(db: Database) -> dict[str, int]:
     return await chain.key_usage(db)
 
 
-async def unreadable(db: Database) -> dict[str, int]:
-    """Values and audit MACs under key ids missing from the keyring (a wrong ENCRYPTION_KEY, or
-    a retired key dropped too early), per key id; empty when everything can be read.
+async def unreadable(db: Database) -> set[str]:
+    """Key ids that stored data may be under (the small `KeyInUse` record, not a scan of every
+    value) and that this keyring cannot read: empty when every row can be read. A key that some
+    instance merely has active, with nothing written under it yet, is not counted."""
+    async with db.transaction(write=False) as session:
+        in_use = await repository.keys_in_use(session)
+    return in_use - set(db.keyring.key_ids)
 
-    Scans the encrypted columns once (a start-up check: a second or so per million rows)."""
-    known = set(db.keyring.key_ids)
-    missing: dict[str, int] = {}
-    for counts in (await status(db), await audit_key_usage(db)):
-        for key_id, count in counts.items():
-            if key_id not in known:
-                missing[key_id] = missing.get(key_id, 0) + count
-    return missing
+
+# --- instances and the rolling rotation ------------------------------------------------------
+
+HOLDER_HEARTBEAT = 300.0  # seconds between an instance's refreshes of its KeyHolder row
+HOLDER_LIVE = dt.timedelta(seconds=3 * HOLDER_HEARTBEAT)
+
+
+def instance_id() -> str:
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+async def hold(db: Database, instance: str, started_at: dt.datetime, now: dt.datetime) -> None:
+    """Record (or refresh) which keys this instance writes with and can read."""
+    holder = KeyHolder(
+        instance_id=instance,
+        active_key_id=db.keyring.active_id,
+        readable_key_ids=",".join(sorted(db.keyring.key_ids)),
+        started_at=started_at,
+        seen_at=now,
+    )
+    await db.run(lambda session: repository.save_holder(session, holder))
+
+
+async def release(db: Database, instance: str) -> None:
+    await db.run(lambda session: repository.remove_holder(session, instance))
+
+
+@dataclass(frozen=True, slots=True)
+class HolderReport:
+    instance_id: str
+    active_key_id: str
+    readable_key_ids: tuple[str, ...]
+    seen_at: dt.datetime
+    cannot_read: tuple[str, ...]  # keys in use or active elsewhere that it cannot read
+
+    @property
+    def safe(self) -> bool:
+        return not self.cannot_read
+
+
+async def rollout(db: Database, now: dt.datetime) -> list[HolderReport]:
+    """Every live instance, and whether its configuration can read everything stored and
+    everything the other live instances may write (their active keys)."""
+    async with db.transaction(write=False) as session:
+        in_use = await repository.keys_in_use(session)
+        live = await repository.holders(session, now - HOLDER_LIVE)
+    needed = in_use | {holder.active_key_id for holder in live}
+    reports = []
+    for holder in live:
+        readable = tuple(k for k in holder.readable_key_ids.split(",") if k)
+        reports.append(
+            HolderReport(
+                holder.instance_id,
+                holder.active_key_id,
+                readable,
+                holder.seen_at,
+                tuple(sorted(needed - set(readable))),
+            )
+        )
+    return reports
+
+
+async def forget_unused_keys(db: Database, now: dt.datetime) -> set[str]:
+    """After a rotation: drop from the in-use record the keys that no value and no audit MAC
+    is under any more and that no live instance has active. Returns the ids dropped."""
+    used = {k for counts in (await status(db), await audit_key_usage(db)) for k in counts}
+    active = {report.active_key_id for report in await rollout(db, now)} | {db.keyring.active_id}
+
+    async def work(session: AsyncSession) -> set[str]:
+        unused = await repository.keys_in_use(session) - used - active
+        await repository.forget_keys_in_use(session, unused)
+        return unused
+
+    return await db.run(work)
 
 
 async def pending(db: Database) -> int:
@@ -153,4 +232,5 @@ async def rotate(
             break
         after_seq = batch.last_seq
         advance(batch.changed)
+    await forget_unused_keys(db, dt.datetime.now(dt.UTC))
     return done

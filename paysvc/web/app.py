@@ -16,6 +16,7 @@ from paysvc import __version__
 from paysvc.audit.chain import AuditSealer
 from paysvc.bootstrap import Container
 from paysvc.db.engine import SQLITE_OPTIMIZE_INTERVAL
+from paysvc.keys import service as keys
 from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.guards import RATE_LIMITS, ip_rate_limit, pci_guard, principal_rate_limit
@@ -83,6 +84,15 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     )
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
+        # Which keys this instance writes with and reads (`keys status`, rolling rotations).
+        instance, started = keys.instance_id(), container.clock.now()
+        await keys.hold(container.db, instance, started, started)
+        heartbeat = asyncio.create_task(
+            _repeat(
+                keys.HOLDER_HEARTBEAT,
+                lambda: keys.hold(container.db, instance, started, container.clock.now()),
+            )
+        )
         sealer = AuditSealer(container.db, container.keyring)
         container.audit.on_commit = sealer.wake  # entries are chained just after their commit
         task = asyncio.create_task(sealer.run(), name="paysvc-audit-sealer")
@@ -96,6 +106,10 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
                 "the audit sealer did not stop in time; entries left unsealed are sealed "
                 "by the next instance or `paysvc audit verify` reports them"
             )
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        await keys.release(container.db, instance)
         if remote is not None:
             await remote.close()
         if own_container:
@@ -109,21 +123,22 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     return app
 
 
+async def _repeat(interval: float, job: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await job()
+        except Exception:
+            log.exception("periodic %s failed; will retry", getattr(job, "__name__", job))
+
+
 def _every(
     interval: float, job: Callable[[], Awaitable[None]]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Run `job` every `interval` seconds while the app runs (failures are logged)."""
 
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await job()
-            except Exception:
-                log.exception("periodic %s failed; will retry", getattr(job, "__name__", job))
-
     async def run(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(loop())
+        task = asyncio.create_task(_repeat(interval, job))
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
