@@ -116,11 +116,14 @@ def status(
 
 @app.command()
 def rotate(
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per transaction")] = 100,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Rows per write transaction")
+    ] = service.ROTATE_BATCH,
 ) -> None:
     """Re-encrypt every value (and re-MAC every audit entry) under the active key.
 
-    Safe while the service runs (small locked batches); resumable (run it again after an
+    Safe while the service runs (each batch re-encrypted outside, then written in one short
+    bulk compare-and-set); resumable (run it again after an
     interruption); each batch is audited. First roll the new key out on every instance: in
     ENCRYPTION_KEYS_NEXT, then as ENCRYPTION_KEY with the old one in ENCRYPTION_KEYS_RETIRED.
     """

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -95,6 +95,43 @@ async def rows_not_under(
         stmt = stmt.where(primary_key > after)
     stmt = stmt.order_by(primary_key).limit(limit).with_for_update()
     return list((await session.scalars(stmt)).all())
+
+
+async def values_not_under(
+    session: AsyncSession,
+    model: type[EncryptedModel],
+    key_id: str,
+    after: Any,
+    limit: int,
+) -> list[tuple[Any, dict[str, str | None]]]:
+    """(primary key, {encrypted column: envelope}) of rows with a value not under `key_id`,
+    by primary key after `after`: plain columns, nothing decrypted or locked."""
+    primary_key = _primary_key(model)
+    columns = _columns(model)
+    stmt = select(primary_key, *columns).where(_not_under(model, key_id))
+    if after is not None:
+        stmt = stmt.where(primary_key > after)
+    rows = (await session.execute(stmt.order_by(primary_key).limit(limit))).all()
+    return [(row[0], {c.key: row[n + 1] for n, c in enumerate(columns)}) for row in rows]
+
+
+async def replace_values(
+    session: AsyncSession, model: type[EncryptedModel], changes: list[tuple[Any, str, str, str]]
+) -> None:
+    """Bulk compare-and-set of (primary key, column, old envelope, new envelope): a value
+    changed since it was read (a request wrote it, under the active key) is left alone."""
+    table: Any = getattr(model, "__table__")  # noqa: B009 - typed access to the mapped table
+    key = table.c[_primary_key(model).key]
+    by_column: dict[str, list[dict[str, Any]]] = {}
+    for row_id, column, old, new in changes:
+        by_column.setdefault(column, []).append({"b_id": row_id, "b_old": old, "b_new": new})
+    for column, params in by_column.items():
+        stmt = (
+            update(table)
+            .where(key == bindparam("b_id"), table.c[column] == bindparam("b_old"))
+            .values({column: bindparam("b_new")})
+        )
+        await session.execute(stmt, params)
 
 
 def primary_key_of(row: EncryptedModel) -> Any:

@@ -1,11 +1,12 @@
 """Key status and rotation: re-encrypt every encrypted value under the active key.
 
-Rotation runs while the service serves requests: small write transactions (one batch of rows
-each, rows locked), each with its own audit entry. It is resumable by construction: every pass
-selects only rows that still hold a value under another key, so an interrupted rotation is
-finished by running it again. After the data, the audit chain's MACs are moved to the active key
-too (see `paysvc.audit.chain`), so that once `status` and `audit_key_usage` list only the active
-key, retired keys can be removed from ENCRYPTION_KEYS_RETIRED.
+Rotation runs while the service serves requests: each batch is read and re-encrypted outside
+any transaction that writes, then stored in one short write transaction (a bulk compare-and-set:
+a value a request changed meanwhile is left as the request wrote it), with its own audit entry.
+It is resumable by construction: every pass selects only rows that still hold a value under
+another key, so an interrupted rotation is finished by running it again. After the data, the
+audit chain's MACs are moved to the active key too (see `paysvc.audit.chain`), so that once
+`status` and `audit_key_usage` list only the active key, retired keys can be removed.
 
 Operator sequence (a rolling rotation, two phases; README "Rotating the encryption key"):
 1. add the new key to ENCRYPTION_KEYS_NEXT on every instance, restarting them one at a time
@@ -33,9 +34,13 @@ from paysvc.clock import SystemClock
 from paysvc.db.encrypted import EncryptedModel
 from paysvc.db.engine import Database
 from paysvc.keys import repository
+from paysvc.keys.keyring import Keyring
 from paysvc.keys.models import KeyHolder
 
 Progress = Callable[[int, int], None]
+# Rows per batch. Each batch is read and re-encrypted with no lock held, then written in one
+# short transaction (a bulk compare-and-set), so serving writes wait at most one such slice.
+ROTATE_BATCH = 500
 
 
 async def status(db: Database) -> dict[str, int]:
@@ -152,7 +157,7 @@ async def rotate(
     *,
     actor: Actor = SYSTEM,
     audit: AuditLog | None = None,
-    batch_size: int = 100,
+    batch_size: int = ROTATE_BATCH,
     progress: Progress | None = None,
 ) -> int:
     """Re-encrypt every row (and re-MAC every audit entry) not fully under the active key.
@@ -178,37 +183,46 @@ async def rotate(
             progress(done, total)
 
     for model in repository.encrypted_models():
+        table = repository.table_name(model)
+        fields = {field.column: name for name, field in model.__encrypted__.items()}
         after: Any = None
         while True:
 
-            async def reencrypt(
+            async def read(
                 session: AsyncSession, model: type[EncryptedModel] = model, after: Any = after
-            ) -> tuple[int, Any]:
-                rows = await repository.rows_not_under(session, model, active, after, batch_size)
-                if not rows:
-                    return 0, None
-                old_keys = sorted(set().union(*(row.key_ids() for row in rows)) - {active})
-                for row in rows:
-                    row.reseal()
-                await session.flush()  # before_flush seals every value under the active key
-                audit.record(
-                    session,
-                    actor,
-                    "keys.rotate",
-                    "encryption_key",
-                    active,
-                    details={
-                        "table": repository.table_name(model),
-                        "rows": len(rows),
-                        "from_keys": old_keys,
-                    },
-                )
-                return len(rows), repository.primary_key_of(rows[-1])
+            ) -> list[tuple[Any, dict[str, str | None]]]:
+                return await repository.values_not_under(session, model, active, after, batch_size)
 
-            count, after = await db.run(reencrypt)
-            if count == 0:
+            # Read and re-encrypt outside any write lock; the write is one short bulk update.
+            rows = await db.run(read, write=False)
+            if not rows:
                 break
-            advance(count)
+            changes, old_keys = [], set()
+            for row_id, values in rows:
+                for column, envelope in values.items():
+                    if envelope is None or Keyring.key_id_of(envelope) == active:
+                        continue
+                    old_keys.add(Keyring.key_id_of(envelope))
+                    associated = f"{table}.{fields[column]}.{row_id}"
+                    plain = keyring.decrypt(envelope, associated)  # DecryptionError: tampered
+                    changes.append((row_id, column, envelope, keyring.encrypt(plain, associated)))
+
+            details = {"table": table, "rows": len(rows), "from_keys": sorted(old_keys)}
+
+            async def write(
+                session: AsyncSession,
+                model: type[EncryptedModel] = model,
+                changes: list[tuple[Any, str, str, str]] = changes,
+                details: dict[str, Any] = details,
+            ) -> None:
+                await repository.replace_values(session, model, changes)
+                audit.record(
+                    session, actor, "keys.rotate", "encryption_key", active, details=details
+                )
+
+            await db.run(write)
+            after = rows[-1][0]
+            advance(len(rows))
 
     after_seq = 0
     while True:
