@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import audit, db, idempotency, keys, payments, reconcile, refunds, serve, token
+from cli import admin, audit, db, idempotency, keys, payments, reconcile, refunds, serve, token
 
 app = typer.Typer(
     name="paysvc",
@@ -22,6 +22,7 @@ app.add_typer(refunds.app, name="refunds")
 app.add_typer(idempotency.app, name="idempotency")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(admin.app, name="admin")
 
 if __name__ == "__main__":
     app()

@@ -1,5 +1,6 @@
 """Every model, imported once so that the metadata is complete (Alembic, tests)."""
 
+from paysvc.admin.models import PaymentDailyTotal
 from paysvc.audit.models import AuditCheckpoint, AuditEntry
 from paysvc.db.base import Base
 from paysvc.disputes.models import Dispute
@@ -20,6 +21,7 @@ __all__ = [
     "KeyHolder",
     "KeyInUse",
     "Payment",
+    "PaymentDailyTotal",
     "PaymentEvent",
     "Refund",
     "SandboxCharge",

@@ -230,6 +230,8 @@ COMMANDS = [
     ["audit"],
     ["audit", "verify"],
     ["audit", "export"],
+    ["admin"],
+    ["admin", "rebuild-rollup"],
 ]
 
 
