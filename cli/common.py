@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from alembic.util import CommandError
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -62,6 +61,13 @@ def settings() -> Settings:
         fail(f"configuration: {error.message}")
 
 
+def _migration_error() -> type[Exception]:
+    """Alembic's error type, imported only when needed (a server never loads Alembic)."""
+    from alembic.util import CommandError
+
+    return CommandError
+
+
 @contextmanager
 def failures_as_one_line() -> Iterator[None]:
     """Domain, migration and database errors become one line and exit code 1 (never a
@@ -70,7 +76,7 @@ def failures_as_one_line() -> Iterator[None]:
         yield
     except PaysvcError as error:
         fail(error.message)
-    except CommandError as error:
+    except _migration_error() as error:  # evaluated only when an error gets this far
         fail(f"migrations: {error}")
     except (SQLAlchemyError, OSError) as error:
         fail(

@@ -47,7 +47,7 @@ def serve(
     """Apply migrations if needed, then run the HTTP service."""
     configure_logging()
     config = settings()
-    migrate.upgrade(config.database_url)
+    migrate.upgrade_in_subprocess(config.database_url)  # Alembic never loaded in the server
     run_async(with_container(check_keys))
     tls = None
     if config.tls_cert_file and config.tls_key_file:

@@ -19,7 +19,6 @@ from paysvc.gateways.base import Gateway
 from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxGateway
-from paysvc.gateways.stripe import StripeGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
 from paysvc.payments.service import PaymentService
@@ -92,6 +91,9 @@ def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
     for name in settings.payment_gateways:
         if name == "stripe":
             assert settings.stripe_secret_key is not None  # Settings refuses stripe without it
+            # Imported only when configured: the Stripe SDK is large (memory, start-up time).
+            from paysvc.gateways.stripe import StripeGateway
+
             chain.append(
                 StripeGateway(
                     settings.stripe_secret_key,
