@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import AiohttpApiSpec
+from sqlalchemy.exc import SQLAlchemyError
 
 from paysvc import __version__
 from paysvc.audit.chain import AuditSealer
@@ -85,14 +86,16 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         # Which keys this instance writes with and reads (`keys status`, rolling rotations).
+        # Best effort: a database that is down must not stop the app (it answers 503 on
+        # /health/ready); the heartbeat records the instance once the database is back.
         instance, started = keys.instance_id(), container.clock.now()
-        await keys.hold(container.db, instance, started, started)
-        heartbeat = asyncio.create_task(
-            _repeat(
-                keys.HOLDER_HEARTBEAT,
-                lambda: keys.hold(container.db, instance, started, container.clock.now()),
-            )
-        )
+
+        async def hold() -> None:
+            await keys.hold(container.db, instance, started, container.clock.now())
+
+        with contextlib.suppress(SQLAlchemyError, OSError):
+            await hold()
+        heartbeat = asyncio.create_task(_repeat(keys.HOLDER_HEARTBEAT, hold))
         sealer = AuditSealer(container.db, container.keyring)
         container.audit.on_commit = sealer.wake  # entries are chained just after their commit
         task = asyncio.create_task(sealer.run(), name="paysvc-audit-sealer")
@@ -109,7 +112,8 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-        await keys.release(container.db, instance)
+        with contextlib.suppress(SQLAlchemyError, OSError):
+            await keys.release(container.db, instance)
         if remote is not None:
             await remote.close()
         if own_container:
