@@ -397,7 +397,7 @@ async def _verify_in_processes(
 
 @dataclass(frozen=True, slots=True)
 class RemacBatch:
-    changed: int
+    changes: list[tuple[str, str, str]]  # (entry id, current MAC, MAC under the active key)
     skipped: int  # entries whose current MAC does not verify: left for `verify` to report
     last_seq: int | None  # cursor for the next batch; None when nothing was left
 
@@ -405,13 +405,15 @@ class RemacBatch:
 async def remac_batch(
     session: AsyncSession, keyring: Keyring, *, after_seq: int, limit: int
 ) -> RemacBatch:
-    """Re-MAC up to `limit` sealed entries not yet under the active key (in the caller's unit of
-    work). Each entry's current MAC is checked under its own key first."""
+    """The new MACs of up to `limit` sealed entries not yet under the active key (read only:
+    store them with `store_macs` in a short write unit of work). Each entry's current MAC is
+    checked under its own key first."""
     entries = await repository.sealed_not_under_key(session, keyring.active_id, after_seq, limit)
     if not entries:
-        return RemacBatch(0, 0, None)
+        return RemacBatch([], 0, None)
     previous = await repository.by_seq(session, (e.seq - 1 for e in entries if e.seq))
-    changed = skipped = 0
+    changes: list[tuple[str, str, str]] = []
+    skipped = 0
     for entry in entries:
         seq = entry.seq
         assert seq is not None
@@ -422,14 +424,19 @@ async def remac_batch(
         chain_link = link(None, None) if before is None else link(fields_of(before), seq - 1)
         fields = fields_of(entry)
         problem = check_sealed(keyring, entry.mac, fields, seq, chain_link)
-        if problem is not None:
+        if problem is not None or entry.mac is None:
             log.warning("audit entry %s not re-MACed: %s", entry.id, problem)
             skipped += 1
             continue
-        entry.mac = sealed_mac(keyring, keyring.active_id, fields, seq, chain_link)
-        changed += 1
-    await session.flush()
-    return RemacBatch(changed, skipped, entries[-1].seq)
+        changes.append(
+            (entry.id, entry.mac, sealed_mac(keyring, keyring.active_id, fields, seq, chain_link))
+        )
+    return RemacBatch(changes, skipped, entries[-1].seq)
+
+
+async def store_macs(session: AsyncSession, changes: list[tuple[str, str, str]]) -> None:
+    """Compare-and-set: an entry whose MAC changed since it was read keeps its MAC."""
+    await repository.replace_macs(session, changes)
 
 
 async def count_to_remac(session: AsyncSession, keyring: Keyring) -> int:

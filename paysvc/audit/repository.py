@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -133,6 +133,21 @@ async def count_sealed_not_under_key(session: AsyncSession, key_id: str) -> int:
         ~AuditEntry.mac.startswith(f"{key_id}:", autoescape=True),
     )
     return int(await session.scalar(stmt) or 0)
+
+
+async def replace_macs(session: AsyncSession, changes: list[tuple[str, str, str]]) -> None:
+    """Bulk compare-and-set of (id, old MAC, new MAC)."""
+    if not changes:
+        return
+    table: Any = _TABLE  # Core (not ORM) UPDATE: executemany with its own WHERE
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.mac == bindparam("b_old"))
+        .values(mac=bindparam("b_new"))
+    )
+    await session.execute(
+        stmt, [{"b_id": entry, "b_old": old, "b_new": new} for entry, old, new in changes]
+    )
 
 
 async def by_seq(session: AsyncSession, seqs: Iterable[int]) -> dict[int, AuditEntry]:

@@ -227,24 +227,28 @@ async def rotate(
     after_seq = 0
     while True:
 
-        async def remac(session: AsyncSession, after_seq: int = after_seq) -> chain.RemacBatch:
-            batch = await chain.remac_batch(session, keyring, after_seq=after_seq, limit=batch_size)
-            if batch.changed or batch.skipped:
-                audit.record(
-                    session,
-                    actor,
-                    "keys.rotate_audit_macs",
-                    "encryption_key",
-                    active,
-                    outcome="success" if not batch.skipped else "partial",
-                    details={"entries": batch.changed, "skipped_bad_mac": batch.skipped},
-                )
-            return batch
+        async def plan(session: AsyncSession, after_seq: int = after_seq) -> chain.RemacBatch:
+            return await chain.remac_batch(session, keyring, after_seq=after_seq, limit=batch_size)
 
-        batch = await db.run(remac)
+        batch = await db.run(plan, write=False)  # MACs computed with no lock held
         if batch.last_seq is None:
             break
+
+        async def store(session: AsyncSession, batch: chain.RemacBatch = batch) -> None:
+            await chain.store_macs(session, batch.changes)
+            audit.record(
+                session,
+                actor,
+                "keys.rotate_audit_macs",
+                "encryption_key",
+                active,
+                outcome="success" if not batch.skipped else "partial",
+                details={"entries": len(batch.changes), "skipped_bad_mac": batch.skipped},
+            )
+
+        if batch.changes or batch.skipped:
+            await db.run(store)
         after_seq = batch.last_seq
-        advance(batch.changed)
+        advance(len(batch.changes))
     await forget_unused_keys(db, dt.datetime.now(dt.UTC))
     return done
