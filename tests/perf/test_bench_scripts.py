@@ -40,3 +40,22 @@ def test_bench_quick_prints_one_json_report() -> None:
         assert row["errors"] == 0 and row["requests"] >= 3
         assert row["req_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
     assert "req/s" in done.stderr  # the table
+
+
+@pytest.mark.skipif(BACKEND == "postgresql", reason="runs once, in the SQLite pass of the suite")
+def test_bench_growth_runs_at_a_tiny_size() -> None:
+    script = str(ROOT / "scripts" / "bench_growth.py")
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, script, "--payments", "300", "--backend", "sqlite"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(done.stdout)["results"]
+    assert result["payments"] == 300
+    assert result["audit_verify"]["ok"] and result["audit_verify"]["entries"] >= 300
+    assert result["rotation"]["values"] > 300 and result["rotation"]["serving_writes"] > 0
+    assert result["startup_s"] > 0 and result["analytics"]["year_ms"] > 0
+    assert all(page["first_ms"] > 0 for page in result["pages"].values())
