@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
-from cli.common import OPERATOR, console, print_json, run_async, with_container
-from paysvc.bootstrap import Container
+from cli.common import OPERATOR, JsonOption, run_async, with_container
+from cli.output import line, print_json
+
+if TYPE_CHECKING:
+    from paysvc.bootstrap import Container
 
 app = typer.Typer(help="Administrative maintenance.", no_args_is_help=True)
 
 
 @app.command("rebuild-rollup")
-def rebuild_rollup(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-) -> None:
+def rebuild_rollup(as_json: JsonOption = False) -> None:
     """Recompute the per-day transaction rollup (/admin/transactions) from the payments.
 
     Database triggers keep it exact in the same transaction as each payment change; run this
@@ -29,4 +30,4 @@ def rebuild_rollup(
     if as_json:
         print_json({"rows": rows})
     else:
-        console.print(f"rollup rebuilt: {rows} rows", highlight=False)
+        line(f"rollup rebuilt: {rows} rows")

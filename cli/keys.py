@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import base64
 import secrets
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from cli.common import OPERATOR, console, err_console, print_json, run_async, with_container
-from paysvc.audit.chain import seal_pending
-from paysvc.bootstrap import Container
-from paysvc.clock import rfc3339
-from paysvc.keys import service
+from cli.common import OPERATOR, JsonOption, run_async, with_container
+from cli.output import Col, console, err_console, line, print_json, table
+
+if TYPE_CHECKING:
+    from paysvc.bootstrap import Container
 
 app = typer.Typer(help="Encryption keys: generate, status, rotation.", no_args_is_help=True)
 
@@ -26,12 +24,14 @@ def generate() -> None:
 
 
 async def _status(container: Container) -> dict[str, Any]:
+    from paysvc.keys import service
+
     keyring = container.keyring
     values = await service.status(container.db)
     macs = await service.audit_key_usage(container.db)
     rows = []
     for key_id in sorted({*keyring.key_ids, *values, *macs}):
-        state = keyring.state(key_id)
+        state = keyring.state(key_id)  # active, next, retired or unknown
         rows.append(
             {
                 "key_id": key_id,
@@ -40,6 +40,8 @@ async def _status(container: Container) -> dict[str, Any]:
                 "audit_macs": macs.get(key_id, 0),
             }
         )
+    from paysvc.clock import rfc3339
+
     instances = await service.rollout(container.db, container.clock.now())
     return {
         "active_key_id": keyring.active_id,
@@ -59,37 +61,51 @@ async def _status(container: Container) -> dict[str, Any]:
     }
 
 
+KEY_COLUMNS = (
+    Col("key id", keep=True),
+    Col("state", keep=True),
+    Col("encrypted values", keep=True, justify="right"),
+    Col("audit MACs", keep=True, justify="right"),
+)
+
+
+INSTANCE_COLUMNS = (
+    Col("instance", keep=True),
+    Col("active key", keep=True),
+    Col("can read"),
+    Col("safe"),
+)
+
+
 def _print_status(report: dict[str, Any]) -> None:
-    table = Table("key id", "state", "encrypted values", "audit MACs")
-    for row in report["keys"]:
-        table.add_row(row["key_id"], row["state"], str(row["values"]), str(row["audit_macs"]))
-    console.print(table)
+    rows = [
+        (row["key_id"], row["state"], str(row["values"]), str(row["audit_macs"]))
+        for row in report["keys"]
+    ]
+    console.print(table(KEY_COLUMNS, rows))
     removable = [
         row["key_id"]
         for row in report["keys"]
         if row["state"] == "retired" and not row["values"] and not row["audit_macs"]
     ]
     if report["pending"]:
-        console.print(
+        line(
             f"{report['pending']} values/entries not yet under the active key: run "
-            "`paysvc keys rotate`",
-            highlight=False,
-            soft_wrap=True,
+            "`paysvc keys rotate`"
         )
     if removable:
-        console.print(
-            "no longer used, may be removed from ENCRYPTION_KEYS_RETIRED: " + ", ".join(removable),
-            highlight=False,
-            soft_wrap=True,
-        )
+        line("no longer used, may be removed from ENCRYPTION_KEYS_RETIRED: " + ", ".join(removable))
     if report["instances"]:
-        instances = Table("instance", "active key", "can read", "safe")
-        for i in report["instances"]:
-            verdict = "yes" if i["safe"] else "[red]no: cannot read " + ", ".join(i["cannot_read"])
-            instances.add_row(
-                i["instance_id"], i["active_key_id"], ", ".join(i["readable_key_ids"]), verdict
+        rows = [
+            (
+                i["instance_id"],
+                i["active_key_id"],
+                ", ".join(i["readable_key_ids"]),
+                "yes" if i["safe"] else "no: cannot read " + ", ".join(i["cannot_read"]),
             )
-        console.print(instances)
+            for i in report["instances"]
+        ]
+        console.print(table(INSTANCE_COLUMNS, rows))
         if any(not i["safe"] for i in report["instances"]):
             console.print(
                 "[red]an instance cannot read data others write: give it the key "
@@ -104,7 +120,7 @@ def _print_status(report: dict[str, Any]) -> None:
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Encrypted values and audit MACs per key id; which key is active, which can go."""
     report = run_async(with_container(_status))
@@ -118,15 +134,26 @@ def status(
 def rotate(
     batch_size: Annotated[
         int, typer.Option(min=1, max=10_000, help="Rows per write transaction")
-    ] = service.ROTATE_BATCH,
+    ] = 500,  # paysvc.keys.service.ROTATE_BATCH (not imported here: the CLI starts light)
 ) -> None:
     """Re-encrypt every value (and re-MAC every audit entry) under the active key.
 
     Safe while the service runs (each batch re-encrypted outside, then written in one short
-    bulk compare-and-set); resumable (run it again after an
-    interruption); each batch is audited. First roll the new key out on every instance: in
-    ENCRYPTION_KEYS_NEXT, then as ENCRYPTION_KEY with the old one in ENCRYPTION_KEYS_RETIRED.
+    bulk compare-and-set); resumable (run it again after an interruption); each batch is
+    audited. First roll the new key out on every instance: in ENCRYPTION_KEYS_NEXT, then as
+    ENCRYPTION_KEY with the old one in ENCRYPTION_KEYS_RETIRED.
     """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from paysvc.audit.chain import seal_pending
+    from paysvc.keys import service
+
     with Progress(
         TextColumn("re-encrypting"),
         BarColumn(),
@@ -152,9 +179,5 @@ def rotate(
             return done, await _status(container)
 
         done, report = run_async(with_container(work))
-    console.print(
-        f"rewrote {done} values/entries; active key {report['active_key_id']}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    line(f"rewrote {done} values/entries; active key {report['active_key_id']}")
     _print_status(report)

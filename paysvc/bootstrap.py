@@ -17,10 +17,12 @@ from paysvc.db.engine import Database
 from paysvc.disputes.service import DisputeService
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.failover import FailoverGateway
+from paysvc.gateways.instrumented import InstrumentedGateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
+from paysvc.metrics import Metrics
 from paysvc.payments.service import PaymentService
 from paysvc.reconcile.service import ReconcileService
 from paysvc.refunds.service import RefundService
@@ -44,6 +46,7 @@ class Container:
     idempotency: IdempotencyService
     admin: AdminService
     audit_trail: AuditTrail
+    metrics: Metrics
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -56,14 +59,15 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         settings.encryption_key, settings.encryption_keys_retired, settings.encryption_keys_next
     )
     db = Database(settings.database_url, keyring)
-    gateways = _gateways(settings, db, clock)
+    metrics = Metrics()
+    gateways = _gateways(settings, db, clock, metrics)
     audit = AuditLog(clock)
-    payments = PaymentService(db, gateways, clock, audit)
+    payments = PaymentService(db, gateways, clock, audit, metrics)
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
     disputes = DisputeService(db, payments, clock, audit)
     webhooks = WebhookService(
-        db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds
+        db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds, metrics
     )
     # Webhooks that arrived before their payment had a gateway reference apply right away.
     payments.confirm_listeners.append(webhooks.retry_for_payment)
@@ -79,14 +83,15 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         refunds=refunds,
         disputes=disputes,
         webhooks=webhooks,
-        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds),
+        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds, metrics),
         idempotency=IdempotencyService(db, clock, audit),
         admin=AdminService(db, payments, clock, audit),
         audit_trail=AuditTrail(db, audit),
+        metrics=metrics,
     )
 
 
-def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
+def _gateways(settings: Settings, db: Database, clock: Clock, metrics: Metrics) -> Gateways:
     chain: list[Gateway] = []
     for name in settings.payment_gateways:
         if name == "stripe":
@@ -103,4 +108,10 @@ def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
             )
         else:
             chain.append(SandboxGateway(db, clock))
-    return Gateways(FailoverGateway(chain, clock))
+    # Every gateway call is counted and timed (the one seam), under the gateway's own name.
+    chain = [InstrumentedGateway(gateway, metrics) for gateway in chain]
+    failover = FailoverGateway(chain, clock)
+    metrics.watch_circuits(
+        lambda: [(name, str(b.state(clock.now()))) for name, b in failover.breakers.items()]
+    )
+    return Gateways(failover)

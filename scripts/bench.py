@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,7 +267,7 @@ async def drive(
                 began = time.perf_counter()
                 try:
                     await one(base, n)
-                except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as error:
+                except (TimeoutError, RuntimeError, aiohttp.ClientError) as error:
                     if record:
                         cell.errors += 1
                         if cell.errors == 1:

@@ -46,6 +46,8 @@ from paysvc.gateways.base import (
 )
 from paysvc.gateways.registry import Gateways
 from paysvc.ids import new_id, plausible
+from paysvc.logs import payment_id_var
+from paysvc.metrics import Metrics
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.repository import PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
@@ -79,7 +81,15 @@ RefundRemainder = Callable[[Actor, str, str | None], Awaitable[Payment]]
 
 
 class PaymentService:
-    def __init__(self, db: Database, gateways: Gateways, clock: Clock, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        db: Database,
+        gateways: Gateways,
+        clock: Clock,
+        audit: AuditLog,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.metrics = metrics or Metrics()
         self.db = db
         self.gateways = gateways
         self.clock = clock
@@ -194,6 +204,7 @@ class PaymentService:
             repo.add(payment)
             await session.flush()
             self._event(session, payment, "created", None, S.PENDING, actor, amount=payment.amount)
+            self._count(session, payment)
             self.audit.record(
                 session,
                 actor,
@@ -208,13 +219,16 @@ class PaymentService:
             )
             return payment
 
-        return await self.db.run(work)
+        created = await self.db.run(work)
+        payment_id_var.set(created.id)
+        return created
 
     # -- confirm -------------------------------------------------------------------------
 
     async def confirm(self, actor: Actor, payment_id: str, payment_method: str | None) -> Payment:
         """Charge (or authorize) the payment. Returns it `captured`/`authorized`, or
         `processing` when the gateway's answer was lost; raises CardError on a decline."""
+        payment_id_var.set(payment_id)
 
         async def begin(session: AsyncSession) -> tuple[ChargeRequest, bool]:
             payment = await self.load(session, actor, payment_id, for_update=True)
@@ -307,6 +321,7 @@ class PaymentService:
     # -- capture -------------------------------------------------------------------------
 
     async def capture(self, actor: Actor, payment_id: str, amount: int | None) -> Payment:
+        payment_id_var.set(payment_id)
         if not actor.is_staff:
             raise PermissionDenied("Only service or admin callers may capture payments")
 
@@ -342,6 +357,7 @@ class PaymentService:
     async def cancel(
         self, actor: Actor, payment_id: str, reason: str | None, refund_if_captured: bool = False
     ) -> Payment:
+        payment_id_var.set(payment_id)
         if refund_if_captured and not actor.is_staff:
             raise PermissionDenied(
                 "refund_if_captured is for service or admin callers", param="refund_if_captured"
@@ -531,6 +547,7 @@ class PaymentService:
         check_transition(previous, target)
         payment.status = target
         payment.updated_at = self.clock.now()
+        self._count(session, payment)
         self._event(
             session,
             payment,
@@ -548,6 +565,11 @@ class PaymentService:
             "payment",
             payment.id,
             details={"from": previous, "to": str(target), "reason": reason},
+        )
+
+    def _count(self, session: AsyncSession, payment: Payment) -> None:
+        self.metrics.payment_reached(
+            session, payment.status, payment.gateway, payment.currency, payment.amount
         )
 
     def _event(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ from paysvc.gateways.base import (
     GatewayRefundStatus,
 )
 from paysvc.gateways.registry import Gateways
+from paysvc.logs import payment_id_var
+from paysvc.metrics import Metrics
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import STALE_AFTER, PaymentService, gateway_target
 from paysvc.payments.states import PaymentStatus
@@ -192,7 +195,9 @@ class ReconcileService:
         webhooks: WebhookService,
         clock: Clock,
         refunds: RefundService,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.db = db
         self.gateways = gateways
         self.payments = payments
@@ -204,7 +209,10 @@ class ReconcileService:
         """One background pass: settle stuck payments and pending refunds, apply webhooks
         that were waiting."""
         return await self.run(
-            BACKGROUND_WINDOW, apply=True, only_stuck_older_than=BACKGROUND_STUCK_AFTER
+            BACKGROUND_WINDOW,
+            apply=True,
+            only_stuck_older_than=BACKGROUND_STUCK_AFTER,
+            trigger="background",
         )
 
     async def run(
@@ -213,11 +221,34 @@ class ReconcileService:
         apply: bool,
         only_stuck_older_than: dt.timedelta | None = None,
         actor: Actor = RECONCILER,
+        progress: Callable[[Report], None] | None = None,
+        trigger: str = "cli",
+    ) -> Report:
+        """Counted in `paysvc_reconcile_runs_total` (by trigger and outcome) and
+        `paysvc_reconcile_drift_total` (by kind)."""
+        try:
+            report = await self._run(since, apply, only_stuck_older_than, actor, progress)
+        except BaseException:
+            self.metrics.reconcile_runs.labels(trigger, "error").inc()
+            raise
+        self.metrics.reconcile_runs.labels(trigger, "error" if report.errors else "ok").inc()
+        for item in report.items:
+            self.metrics.reconcile_drift.labels(item.kind).inc()
+        return report
+
+    async def _run(
+        self,
+        since: dt.timedelta,
+        apply: bool,
+        only_stuck_older_than: dt.timedelta | None,
+        actor: Actor,
+        progress: Callable[[Report], None] | None,
     ) -> Report:
         """Compare every payment and refund created in the last `since` (or only the stuck
         ones) with the gateway; with `apply`, settle what differs and apply pending webhook
         events. Refund events that still wait afterwards are reported for a human. Every fix is
-        historied and audited under `actor` (the operator, for `paysvc reconcile --apply`)."""
+        historied and audited under `actor` (the operator, for `paysvc reconcile --apply`).
+        `progress(report)` is called after each payment and refund checked."""
         report = Report()
         now = self.clock.now()
         stale = only_stuck_older_than or STALE_AFTER
@@ -227,6 +258,8 @@ class ReconcileService:
             page = await self._page(now - since, stuck_before, after)
             for payment in page:
                 await self._check(payment, apply, stale, report, actor)
+                if progress is not None:
+                    progress(report)
             if len(page) < BATCH:
                 break
             after = (page[-1].created_at, page[-1].id)
@@ -235,6 +268,8 @@ class ReconcileService:
             refunds = await self._refund_page(now - since, stuck_before, after)
             for refund in refunds:
                 await self._check_refund(refund, apply, stale, report, actor)
+                if progress is not None:
+                    progress(report)
             if len(refunds) < BATCH:
                 break
             after = (refunds[-1].created_at, refunds[-1].id)
@@ -278,6 +313,7 @@ class ReconcileService:
         actor: Actor,
     ) -> None:
         report.checked += 1
+        payment_id_var.set(payment.id)
         if in_flight(payment, self.clock.now(), stale):
             return  # its own request records the answer; do not even ask
         try:
@@ -352,6 +388,7 @@ class ReconcileService:
         actor: Actor,
     ) -> None:
         report.checked_refunds += 1
+        payment_id_var.set(refund.payment_id)
         try:  # no transaction is open here
             truth = await self.refunds.gateway_truth(
                 refund.gateway, refund.id, refund.gateway_reference

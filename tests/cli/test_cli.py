@@ -221,6 +221,7 @@ COMMANDS = [
     ["refunds", "create"],
     ["refunds", "list"],
     ["reconcile"],
+    ["report"],
     ["idempotency"],
     ["idempotency", "purge"],
     ["keys"],

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from cli.serve import check_keys
-from paysvc.errors import ConfigError
+from paysvc.errors import PaysvcError
 from paysvc.keys import service as keys
 from paysvc.keys.keyring import Keyring
 from paysvc.keys.repository import keys_in_use
@@ -47,8 +47,8 @@ class Fleet:
             await self.instances.pop(name).close()
         client = await client_with(self.aiohttp_client, self.database_url, **env)
         try:
-            await check_keys(client.app[CONTAINER])  # raises ConfigError like `paysvc serve`
-        except ConfigError:
+            await check_keys(client.app[CONTAINER])  # raises PaysvcError like `paysvc serve`
+        except PaysvcError:
             await client.close()
             raise
         self.instances[name] = client
@@ -175,7 +175,7 @@ async def test_keys_status_flags_an_instance_that_cannot_read_the_new_key(
         )
         try:
             await fleet.restart("b", OLD)
-        except ConfigError as error:
+        except PaysvcError as error:
             assert KID2 in error.message and "wrong key?" in error.message
         else:
             raise AssertionError("an instance that cannot read stored data started")

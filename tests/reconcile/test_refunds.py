@@ -35,6 +35,7 @@ from tests.stripe_events import (
     inbox,
     refund_object,
 )
+from tests.support import eventually
 
 Factory = Callable[..., Any]
 
@@ -110,10 +111,11 @@ async def test_background_reconciler_settles_a_stale_pending_refund(
     await asyncio.sleep(0.1)  # several passes: too recent to be stuck, nobody touches it
     assert await status() == "pending"
     clock.advance(seconds=61)
-    for _ in range(200):
-        if await status() != "pending":
-            break
-        await asyncio.sleep(0.02)
+
+    async def settled() -> bool:
+        return await status() != "pending"
+
+    await eventually(settled)
     assert await status() == "succeeded"
     async with services.db.transaction(write=False) as session:
         [settled] = await session.scalars(

@@ -1,9 +1,11 @@
-"""`GET /admin/transactions` and `PUT /admin/payments/{id}/status` (admin only)."""
+"""`GET /admin/transactions`, `GET /admin/report.svg` and `PUT /admin/payments/{id}/status`
+(admin only)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from paysvc.admin.chart import render_svg
 from paysvc.admin.schemas import (
     DEFINITIONS,
     StatusCorrectionRequest,
@@ -45,6 +47,29 @@ async def transactions(request: web.Request) -> web.Response:
 
 @doc(
     tags=TAG,
+    summary="The transaction report per day as an SVG chart (admin)",
+    description="Volume, captured and refunded per currency and day (bars) and the success rate "
+    "(line), for payments created `from`..`to` (as `/admin/transactions?group_by=day`). "
+    "`image/svg+xml`, no external assets.",
+)
+@routes.get("/admin/report.svg")
+@with_query(TransactionQuery)
+async def report_svg(request: web.Request) -> web.Response:
+    query = request[QUERY]
+    summary = await container(request).admin.transactions(
+        actor(request),
+        SummaryQuery(
+            start=query.get("start"),
+            end=query.get("end"),
+            currency=query.get("currency"),
+            by_day=True,
+        ),
+    )
+    return web.Response(text=render_svg(summary), content_type="image/svg+xml")
+
+
+@doc(
+    tags=TAG,
     summary="Correct a payment's status (admin); never calls the gateway",
     description="Only transitions from the state table (else 409 state_conflict). Money "
     "fields follow: captured sets amount_captured (= amount, or = amount_capturable from "
@@ -53,6 +78,8 @@ async def transactions(request: web.Request) -> web.Response:
     "operation in flight → 409 operation_in_progress. Historied and audited with the reason "
     "and the admin's id.",
     responds=PaymentOut,
+    errors=(409,),
+    example={"status": "captured", "reason": "bank confirms, ticket 4711"},
 )
 @routes.put("/admin/payments/{id}/status")
 @with_body(StatusCorrectionRequest)
