@@ -158,12 +158,7 @@ class Database:
                 await session.rollback()
                 raise
 
-    async def run(
-        self,
-        work: Callable[[AsyncSession], Awaitable[T]],
-        *,
-        write: bool = True,
-    ) -> T:
+    async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
         """Run `work` in one unit of work, retrying serialization failures and deadlocks."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
