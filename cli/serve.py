@@ -57,7 +57,8 @@ def serve(
     config = settings()
     configure_logging(config.log_level)
     with failures_as_one_line(config.database_url):
-        migrate.upgrade_in_subprocess(config.database_url)  # the server never loads Alembic
+        if not migrate.is_current(config.database_url):  # a restart at head skips it
+            migrate.upgrade_in_subprocess(config.database_url)  # the server never loads Alembic
     run_async(with_container(check_keys))
     tls = None
     if config.tls_cert_file and config.tls_key_file:

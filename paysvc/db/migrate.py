@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +48,43 @@ def current(url: str) -> str:
 
 
 _URL_VARIABLE = "PAYSVC_MIGRATE_DATABASE_URL"  # passed by environment: never in `ps` output
+_REVISION = re.compile(r"""^revision(?::[^=\n]*)?=\s*["']([^"']+)["']""", re.M)
+_DOWN_REVISION = re.compile(r"""^down_revision(?::[^=\n]*)?=\s*["']([^"']+)["']""", re.M)
+
+
+def script_heads() -> set[str]:
+    """The head revisions of migrations/versions, read from the files without Alembic (a
+    merge revision's tuple of parents is not parsed: then nothing looks current, and the
+    caller migrates, which is always safe)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (ROOT / "migrations" / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revisions.update(_REVISION.findall(text))
+        parents.update(_DOWN_REVISION.findall(text))
+    return revisions - parents
+
+
+def is_current(url: str) -> bool:
+    """Is the database already at the head revision? (False when unsure.) Lets `serve` skip
+    starting a migration process on an ordinary restart."""
+    from sqlalchemy import text
+
+    from paysvc.db.engine import create_engine
+
+    async def read() -> set[str]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.execute(text("SELECT version_num FROM alembic_version"))
+                return {str(row[0]) for row in rows}
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(read()) == script_heads()
+    except Exception:  # no table, no database, …: let the migration say
+        return False
 
 
 def upgrade_in_subprocess(url: str) -> None:

@@ -23,6 +23,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,6 +42,7 @@ Progress = Callable[[int, int], None]
 # Rows per batch. Each batch is read and re-encrypted with no lock held, then written in one
 # short transaction (a bulk compare-and-set), so serving writes wait at most one such slice.
 ROTATE_BATCH = 500
+SQLITE_WRITE_SLICE = 100  # values per write transaction on SQLite
 
 
 async def status(db: Database) -> dict[str, int]:
@@ -220,7 +222,15 @@ async def rotate(
                     session, actor, "keys.rotate", "encryption_key", active, details=details
                 )
 
-            await db.run(write)
+            # SQLite: several short write slices, so a serving write (another process, which
+            # SQLite makes poll for the lock) never waits long; PostgreSQL locks rows only.
+            step = SQLITE_WRITE_SLICE if db.is_sqlite else len(changes) or 1
+            for first in range(0, max(1, len(changes)), step):
+                part = changes[first : first + step]
+                rows_in_part = len({row_id for row_id, *_ in part})
+                await db.run(
+                    partial(write, changes=part, details={**details, "rows": rows_in_part})
+                )
             after = rows[-1][0]
             advance(len(rows))
 

@@ -44,3 +44,16 @@ def test_a_failed_migration_in_the_child_is_one_clear_line(tmp_path: Path) -> No
         "DATABASE_URL: migrations failed: database: OperationalError - is DATABASE_URL reachable?"
     )
     assert "Traceback" not in raised.value.message
+
+
+def test_serve_skips_the_migration_process_only_at_the_real_head(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    assert migrate.script_heads() == set(script.get_heads())  # the file parser agrees
+    url = f"sqlite:///{tmp_path}/current.db"
+    assert not migrate.is_current(url)  # nothing migrated yet
+    migrate.upgrade(url, script.get_revision("head").down_revision)  # type: ignore[arg-type, union-attr]
+    assert not migrate.is_current(url)  # one revision behind
+    migrate.upgrade(url)
+    assert migrate.is_current(url)
