@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -52,6 +53,13 @@ def parse_when(text: str | None, option: str) -> dt.datetime | None:
 @app.command()
 def verify(
     as_json: JsonOption = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes verifying seq ranges in parallel")
+    ] = os.cpu_count() or 1,
+    from_checkpoint: Annotated[
+        bool,
+        typer.Option(help="Start after the last checkpoint (saved by each successful verify)"),
+    ] = False,
 ) -> None:
     """Check every entry's MAC and the chain; exit 1 naming the first bad entry.
 
@@ -61,7 +69,11 @@ def verify(
     from paysvc.audit import chain
 
     async def work(container: Container) -> chain.VerifyResult:
-        return await chain.verify(container.db, container.keyring)
+        result = await chain.verify(
+            container.db, container.keyring, workers=workers, from_checkpoint=from_checkpoint
+        )
+        await chain.save_checkpoint(container.db, container.keyring, result)
+        return result
 
     result = run_async(with_container(work))
     if as_json:

@@ -235,6 +235,8 @@ COMMANDS = [
     ["audit"],
     ["audit", "verify"],
     ["audit", "export"],
+    ["admin"],
+    ["admin", "rebuild-rollup"],
 ]
 
 
