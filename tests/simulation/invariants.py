@@ -1,0 +1,175 @@
+"""The money invariants of a run with faults and crashes, checked against our rows and the
+sandbox gateway's own durable ledger (`sandbox_charges`, `sandbox_refunds`). Shared by the
+in-process simulation (tests/simulation) and the real-process crash test (scripts/chaos).
+
+Each check returns violations as one-line strings (empty: the run is clean), so a caller can
+print a summary, replay a seed, or assert.
+
+- no order charged more than once at the gateway (and no payment either);
+- per payment `refunded <= captured <= amount`, and equal to the gateway's ledger;
+- every gateway movement (charge, refund) is known locally, with the same outcome;
+- every answer to one Idempotency-Key is the same answer, and a key executed at most once: a
+  request may tag what it creates with `metadata: {"request_key": KEY}` (`Journal`,
+  `keyed_violations`);
+- nothing is left `pending`/`processing`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from paysvc.bootstrap import Container
+from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
+from paysvc.payments.models import Payment
+from paysvc.refunds.models import Refund
+from tests.support import rows
+
+# What each of our statuses must look like at the gateway.
+GATEWAY_STATUS = {
+    "captured": "captured",
+    "partially_refunded": "captured",
+    "refunded": "captured",
+    "authorized": "authorized",
+    "cancelled": "canceled",
+    "failed": "failed",
+}
+MONEY_TAKEN = ("authorized", "captured")
+
+
+@dataclass
+class Journal:
+    """Every answer a client got, per Idempotency-Key (answers that executed nothing — lost
+    connections, 409 `idempotency_key_in_use`, 429, 503 — are not outcomes and not kept)."""
+
+    answers: defaultdict[str, list[tuple[int, str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    sent: set[str] = field(default_factory=set)
+
+    def answered(self, key: str, status: int, body: Any) -> None:
+        self.answers[key].append((status, json.dumps(body, sort_keys=True)))
+
+    def violations(self) -> list[str]:
+        found = [
+            f"key_two_outcomes: {key}: " + " / ".join(f"{s} {b[:160]}" for s, b in set(seen))
+            for key, seen in self.answers.items()
+            if len(set(seen)) > 1
+        ]
+        found += [f"key_unanswered: {key}" for key in sorted(self.sent - set(self.answers))]
+        return found
+
+
+async def keyed_violations(container: Container, journal: Journal) -> list[str]:
+    """What each tagged request created: at most one payment/refund per key, and the one its
+    answer named (a retry that answers an error while its first attempt created something
+    never tells the client about its refund)."""
+    created: defaultdict[str, list[str]] = defaultdict(list)
+    for model in (Payment, Refund):
+        for row in await rows(container, model):
+            key = (row.meta or {}).get("request_key")
+            if key is not None:
+                created[key].append(row.id)
+    found = [f"key_executed_twice: {k} created {ids}" for k, ids in created.items() if len(ids) > 1]
+    for key, ids in created.items():
+        for status, body in set(journal.answers.get(key, [])):
+            named = json.loads(body).get("id")
+            if named not in ids:
+                found.append(
+                    f"key_outcome_lost: {key} created {ids} but was answered {status} {body[:160]}"
+                )
+    return found
+
+
+async def ledger_violations(container: Container) -> list[str]:
+    payments = {p.id: p for p in await rows(container, Payment)}
+    refunds = {r.id: r for r in await rows(container, Refund)}
+    charges = await rows(container, SandboxCharge)
+    gateway_refunds = await rows(container, SandboxRefund)
+    found: list[str] = []
+
+    refunds_of: defaultdict[str, list[Refund]] = defaultdict(list)
+    for refund in refunds.values():
+        refunds_of[refund.payment_id].append(refund)
+    charges_of: defaultdict[str, list[SandboxCharge]] = defaultdict(list)
+    for charge in charges:
+        charges_of[charge.payment_id].append(charge)
+    gateway_refunds_of: defaultdict[str, list[SandboxRefund]] = defaultdict(list)
+    for gateway_refund in gateway_refunds:
+        gateway_refunds_of[gateway_refund.charge_reference].append(gateway_refund)
+
+    # No order (and no payment) charged more than once at the gateway.
+    taken = [c for c in charges if c.status in MONEY_TAKEN]
+    per_order = Counter(payments[c.payment_id].order_id for c in taken if c.payment_id in payments)
+    found += [
+        f"order_charged_twice: order {o} ({n} charges)" for o, n in per_order.items() if n > 1
+    ]
+    per_payment = Counter(c.payment_id for c in taken)
+    found += [f"payment_charged_twice: {p} ({n} charges)" for p, n in per_payment.items() if n > 1]
+
+    for p in payments.values():
+        if not 0 <= p.amount_refunded <= p.amount_captured <= p.amount:
+            found.append(
+                f"amounts: {p.id} refunded {p.amount_refunded} captured {p.amount_captured} "
+                f"amount {p.amount}"
+            )
+        if p.status == "processing" or p.pending_operation is not None:
+            found.append(f"pending_left: payment {p.id} {p.status} ({p.pending_operation})")
+        succeeded = sum(r.amount for r in refunds_of[p.id] if r.status == "succeeded")
+        if succeeded != p.amount_refunded:
+            found.append(
+                f"refunds_sum: {p.id} amount_refunded {p.amount_refunded}, succeeded refunds "
+                f"{succeeded}"
+            )
+        mine = [c for c in charges_of[p.id] if c.status != "failed"] or charges_of[p.id]
+        if not mine:
+            if p.status not in ("pending", "cancelled") or p.amount_captured:
+                found.append(f"no_gateway_charge: {p.id} is {p.status} with nothing at the gateway")
+            continue
+        charge = mine[-1]
+        ledger_refunded = sum(
+            r.amount for r in gateway_refunds_of[charge.reference] if r.status == "succeeded"
+        )
+        ours = (
+            p.status,
+            p.gateway_reference,
+            p.amount_captured,
+            p.amount_refunded,
+        )
+        theirs = (charge.status, charge.reference, charge.amount_captured, ledger_refunded)
+        if (
+            GATEWAY_STATUS.get(p.status) != charge.status
+            or p.gateway_reference != charge.reference
+            or p.amount_captured != charge.amount_captured
+            or p.amount_refunded != ledger_refunded
+            or charge.amount_refunded != ledger_refunded
+        ):
+            found.append(f"gateway_mismatch: {p.id} ours {ours} gateway {theirs}")
+
+    # Every gateway movement is known locally, with the same outcome.
+    found += [
+        f"unknown_gateway_charge: {c.reference} for {c.payment_id}"
+        for c in charges
+        if c.payment_id not in payments
+    ]
+    for gateway_refund in gateway_refunds:
+        local = refunds.get(gateway_refund.refund_id)
+        if local is None:
+            found.append(
+                f"unknown_gateway_refund: {gateway_refund.reference} "
+                f"({gateway_refund.status} {gateway_refund.amount})"
+            )
+        elif local.status != gateway_refund.status or local.amount != gateway_refund.amount:
+            found.append(
+                f"refund_mismatch: {local.id} ours {local.status} {local.amount} gateway "
+                f"{gateway_refund.status} {gateway_refund.amount}"
+            )
+    at_gateway = {r.refund_id for r in gateway_refunds}
+    for refund in refunds.values():
+        if refund.status == "pending":
+            found.append(f"pending_left: refund {refund.id}")
+        elif refund.status == "succeeded" and refund.id not in at_gateway:
+            found.append(f"refund_not_at_gateway: {refund.id} succeeded here only")
+    return found
