@@ -5,6 +5,7 @@ Used by the HTTP app, the CLI and the tests alike, so all three run the same cod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from paysvc.admin.service import AdminService
@@ -51,11 +52,17 @@ class Container:
         await self.db.dispose()
 
 
-def build_container(settings: Settings, *, clock: Clock | None = None) -> Container:
+def build_container(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    wrap_gateway: Callable[[Gateway], Gateway] | None = None,
+) -> Container:
+    """`wrap_gateway` decorates each configured gateway (tests inject faults with it)."""
     clock = clock or SystemClock()
     keyring = Keyring(settings.encryption_key, settings.encryption_keys_retired)
     db = Database(settings.database_url, keyring)
-    gateways = _gateways(settings, db, clock)
+    gateways = _gateways(settings, db, clock, wrap_gateway)
     audit = AuditLog(clock)
     payments = PaymentService(db, gateways, clock, audit)
     refunds = RefundService(db, gateways, clock, audit, payments)
@@ -85,7 +92,12 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     )
 
 
-def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
+def _gateways(
+    settings: Settings,
+    db: Database,
+    clock: Clock,
+    wrap: Callable[[Gateway], Gateway] | None,
+) -> Gateways:
     chain: list[Gateway] = []
     for name in settings.payment_gateways:
         if name == "stripe":
@@ -99,4 +111,6 @@ def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
             )
         else:
             chain.append(SandboxGateway(db, clock))
+    if wrap is not None:
+        chain = [wrap(gateway) for gateway in chain]
     return Gateways(FailoverGateway(chain, clock))

@@ -32,6 +32,7 @@ import stripe
 from paysvc.gateways.base import (
     PAYMENT_ID_KEY,
     REFUND_ID_KEY,
+    STRIPE_IDEMPOTENCY_WINDOW,
     CardDeclined,
     CardDetails,
     ChargeRequest,
@@ -87,6 +88,7 @@ NAME = "stripe"
 
 class StripeGateway:
     name = NAME
+    idempotency_window = STRIPE_IDEMPOTENCY_WINDOW
 
     def __init__(
         self, secret_key: str, api_base: str | None = None, timeout_seconds: float = 20.0
