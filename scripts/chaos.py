@@ -52,7 +52,12 @@ from tests.simulation.invariants import Journal, keyed_violations, ledger_violat
 PAYSVC = ROOT / ".venv" / "bin" / "paysvc"
 READY_DEADLINE = 120.0  # seconds for an instance to answer /health/ready
 # Answers that executed nothing: the client retries them with the same key.
-RETRY_CODES = {"idempotency_key_in_use", "service_unavailable", "rate_limit_error"}
+RETRY_CODES = {
+    "idempotency_key_in_use",
+    "service_unavailable",
+    "gateway_unavailable",
+    "rate_limit_error",
+}
 CARDS = [
     ("pm_card_visa", 50),
     ("pm_card_mastercard", 10),
@@ -309,16 +314,17 @@ class Load:
 
 
 async def chaos(
-    database: str, seed: int, kills: int, duration: float, concurrency: int, stale: float
+    database: str,
+    workdir: Path,
+    url: str,
+    seed: int,
+    kills: int,
+    duration: float,
+    concurrency: int,
+    stale: float,
 ) -> tuple[Stats, list[str]]:
     rng = random.Random(seed)
-    workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{database}-"))
     secret = secrets.token_urlsafe(48)
-    url = (
-        pg_scratch.create(os.environ["PAYSVC_TEST_DATABASE_URL"], prefix="paysvc_chaos")
-        if database == "postgresql"
-        else f"sqlite:///{workdir / 'chaos.db'}"
-    )
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DATABASE_URL": url,
@@ -357,12 +363,6 @@ async def chaos(
     finally:
         for instance in instances:
             instance.stop()
-        if database == "postgresql":
-            pg_scratch.drop(url)
-        if not violations:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"chaos: logs and database kept in {workdir}", file=sys.stderr)
     return load.stats, violations
 
 
@@ -479,6 +479,7 @@ def main() -> int:
         default=2.0,
         help="OPERATION_STALE_SECONDS for the instances (the deadlines derive from it)",
     )
+    parser.add_argument("--keep", action="store_true", help="keep the logs and the database")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     databases = [args.database] if args.database != "all" else ["sqlite"]
@@ -489,9 +490,34 @@ def main() -> int:
     failed = False
     for database in databases:
         began = time.monotonic()
-        stats, violations = asyncio.run(
-            chaos(database, seed, args.kills, args.duration, args.concurrency, args.stale)
+        workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{database}-"))
+        url = (
+            pg_scratch.create(os.environ["PAYSVC_TEST_DATABASE_URL"], prefix="paysvc_chaos")
+            if database == "postgresql"
+            else f"sqlite:///{workdir / 'chaos.db'}"
         )
+        violations = ["the run did not finish"]
+        try:
+            stats, violations = asyncio.run(
+                chaos(
+                    database,
+                    workdir,
+                    url,
+                    seed,
+                    args.kills,
+                    args.duration,
+                    args.concurrency,
+                    args.stale,
+                )
+            )
+        finally:
+            if violations or args.keep:
+                kept = url if args.keep or database == "sqlite" else "dropped"
+                print(f"chaos: logs kept in {workdir} (database: {kept})", file=sys.stderr)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+            if database == "postgresql" and not args.keep:
+                pg_scratch.drop(url)
         print(
             f"chaos: {database} seed {seed}: {stats.kills} kills, {stats.requests} requests "
             f"({stats.attempts} attempts, {stats.lost} answers lost to kills), "

@@ -63,22 +63,29 @@ class Journal:
 
 
 async def keyed_violations(container: Container, journal: Journal) -> list[str]:
-    """What each tagged request created: at most one payment/refund per key, and the one its
-    answer named (a retry that answers an error while its first attempt created something
-    never tells the client about its refund)."""
-    created: defaultdict[str, list[str]] = defaultdict(list)
-    for model in (Payment, Refund):
-        for row in await rows(container, model):
-            key = (row.meta or {}).get("request_key")
-            if key is not None:
-                created[key].append(row.id)
-    found = [f"key_executed_twice: {k} created {ids}" for k, ids in created.items() if len(ids) > 1]
-    for key, ids in created.items():
+    """What each tagged request created: at most one payment, or one refund that moved money
+    (succeeded or pending), per key — and its answer names that one. (A refund attempt the
+    gateway could not be reached for is `failed`, moved nothing, and is answered 503: the
+    client retries with the same key and may create another.)"""
+    created: defaultdict[str, list[tuple[str, bool]]] = defaultdict(list)
+    for payment in await rows(container, Payment):
+        key = (payment.meta or {}).get("request_key")
+        if key is not None:
+            created[key].append((payment.id, True))
+    for refund in await rows(container, Refund):
+        key = (refund.meta or {}).get("request_key")
+        if key is not None:
+            created[key].append((refund.id, refund.status != "failed"))
+    found: list[str] = []
+    for key, made in created.items():
+        moving = [i for i, moved in made if moved]
+        if len(moving) > 1:
+            found.append(f"key_executed_twice: {key} created {moving}")
         for status, body in set(journal.answers.get(key, [])):
-            named = json.loads(body).get("id")
-            if named not in ids:
+            if moving and json.loads(body).get("id") not in moving:
                 found.append(
-                    f"key_outcome_lost: {key} created {ids} but was answered {status} {body[:160]}"
+                    f"key_outcome_lost: {key} created {moving} but was answered "
+                    f"{status} {body[:160]}"
                 )
     return found
 
