@@ -529,7 +529,8 @@ def main() -> int:
     if failed:
         print(
             f"chaos: FAILED — replay with: scripts/chaos --seed {seed} --kills {args.kills} "
-            f"--duration {args.duration:g}"
+            f"--duration {args.duration:g} --concurrency {args.concurrency} "
+            f"--stale {args.stale:g} --database {args.database}"
         )
     return 1 if failed else 0
 
