@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import sys
@@ -51,6 +52,9 @@ def run_seed(database: str, seed: int, options: Options) -> list[str]:
 
 
 def main() -> int:
+    # A crash cancels connections mid-transaction; the pool's "exception during reset" noise
+    # about them is expected (what matters is checked after the run).
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -71,7 +71,7 @@ MUTATION_FAULTS = [
     Fault.UNAVAILABLE,
 ]
 LOOKUP_FAULTS = [Fault.LOOKUP_ABSENT, Fault.LOOKUP_ERROR]
-CLIENT_PATIENCE = 5.0  # seconds a client waits for an answer before it gives up (and retries)
+CLIENT_PATIENCE = 2.0  # seconds a client waits for an answer before it gives up (and retries)
 STALE = 30.0  # OPERATION_STALE_SECONDS: moved past by the clock, never waited for
 
 
@@ -79,7 +79,7 @@ STALE = 30.0  # OPERATION_STALE_SECONDS: moved past by the clock, never waited f
 class Options:
     payments: int = 12
     steps: int = 160
-    fault_rate: float = 0.2
+    fault_rate: float = 0.3
     crash_rate: float = 0.04
     instances: int = 2
 
@@ -90,6 +90,7 @@ class Result:
     violations: list[str]
     requests: int = 0
     crashes: int = 0
+    interrupted: int = 0  # tasks (requests, completer passes) a crash cancelled mid-way
     completer_runs: int = 0
     webhooks: int = 0
     faults: int = 0
@@ -97,7 +98,8 @@ class Result:
     def summary(self) -> str:
         return (
             f"seed {self.seed}: {self.requests} requests, {self.faults} faults, "
-            f"{self.crashes} crashes, {self.completer_runs} completer runs, "
+            f"{self.crashes} crashes ({self.interrupted} tasks cut), "
+            f"{self.completer_runs} completer runs, "
             f"{self.webhooks} webhook deliveries, {len(self.violations)} violations"
         )
 
@@ -279,6 +281,7 @@ class World:
 
     async def crash(self, index: int) -> None:
         victim = self.instances[index]
+        self.result.interrupted += sum(not task.done() for task in victim.tasks)
         victim.crash()
         self.retired.append(victim)
         self.instances[index] = await self.start_instance()
