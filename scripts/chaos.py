@@ -199,7 +199,7 @@ class Load:
                 )
                 if status not in (409, 429, 503) or code not in RETRY_CODES:
                     self.journal.answered(key, status, data)
-                    if status >= 500:
+                    if status == 500:
                         self.stats.server_errors.append(f"{status} {path} {key}: {data}")
                     return status, data
             if time.monotonic() > self.give_up_at:

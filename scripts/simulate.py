@@ -52,9 +52,10 @@ def run_seed(database: str, seed: int, options: Options) -> list[str]:
 
 
 def main() -> int:
-    # A crash cancels connections mid-transaction; the pool's "exception during reset" noise
-    # about them is expected (what matters is checked after the run).
+    # A crash cancels connections mid-transaction and refuses requests: the pool's and the
+    # server's noise about that is expected (what matters is checked after the run).
     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
