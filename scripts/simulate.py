@@ -69,6 +69,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--fault-rate", type=float, default=defaults.fault_rate)
     parser.add_argument("--crash-rate", type=float, default=defaults.crash_rate)
+    parser.add_argument("--window-rate", type=float, default=defaults.window_rate)
     args = parser.parse_args()
     databases = [args.database] if args.database != "all" else ["sqlite"]
     if args.database == "all" and os.environ.get("PAYSVC_TEST_DATABASE_URL"):
@@ -80,6 +81,7 @@ def main() -> int:
         steps=args.steps,
         fault_rate=args.fault_rate,
         crash_rate=args.crash_rate,
+        window_rate=args.window_rate,
     )
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
     failed: list[tuple[str, int]] = []

@@ -28,6 +28,7 @@ database I/O can still vary, so a replay is the same scenario, not always the sa
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import random
 from collections.abc import Awaitable, Callable
@@ -38,14 +39,21 @@ from aiohttp import ClientError, web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
+from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container, build_container
 from paysvc.config import Settings
+from paysvc.gateways.base import STRIPE_IDEMPOTENCY_WINDOW as WINDOW
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
 from paysvc.web.app import create_app
 from tests.conftest import SERVICE, auth, make_settings
 from tests.faults import LOOKUPS, MUTATIONS, Fault, FaultyGateway
-from tests.simulation.invariants import Journal, keyed_violations, ledger_violations
+from tests.simulation.invariants import (
+    Journal,
+    keyed_violations,
+    ledger_violations,
+    unknown_operations,
+)
 from tests.stripe_events import WEBHOOK_SECRET, event, intent, refund_object, signed
 from tests.support import ManualClock
 
@@ -81,6 +89,8 @@ class Options:
     steps: int = 160
     fault_rate: float = 0.3
     crash_rate: float = 0.04
+    # Per completer step: the clock jumps past the gateway's idempotency window (24 h).
+    window_rate: float = 0.03
     instances: int = 2
 
 
@@ -94,13 +104,15 @@ class Result:
     completer_runs: int = 0
     webhooks: int = 0
     faults: int = 0
+    unknown: int = 0  # operations left `unknown` (past the window), each reported by reconcile
 
     def summary(self) -> str:
         return (
             f"seed {self.seed}: {self.requests} requests, {self.faults} faults, "
             f"{self.crashes} crashes ({self.interrupted} tasks cut), "
             f"{self.completer_runs} completer runs, "
-            f"{self.webhooks} webhook deliveries, {len(self.violations)} violations"
+            f"{self.webhooks} webhook deliveries, {self.unknown} unknown operations, "
+            f"{len(self.violations)} violations"
         )
 
 
@@ -375,7 +387,10 @@ class World:
         await instance.container.reconcile.run_once()
 
     async def completer_step(self) -> None:
-        self.clock.advance(self.rng.choice([0.0, STALE / 2, STALE * 1.5, STALE * 3]))
+        if self.rng.random() < self.options.window_rate:
+            self.clock.advance(WINDOW.total_seconds() + 3600)  # a day-long outage
+        else:
+            self.clock.advance(self.rng.choice([0.0, STALE / 2, STALE * 1.5, STALE * 3]))
         await self.completer()
 
     async def snapshot_webhook(self) -> None:
@@ -471,6 +486,14 @@ class World:
 
     async def check(self) -> None:
         container = self.instances[0].container
+        unknown = await unknown_operations(container)
+        self.result.unknown = len(unknown)
+        if unknown:  # every reconcile run lists each of them
+            report = await container.reconcile.run(dt.timedelta(days=90), False, actor=SYSTEM)
+            listed = json.dumps(report.as_dict())
+            self.result.violations += [
+                f"unknown_not_reported: {op.id}" for op in unknown if op.id not in listed
+            ]
         self.result.violations += self.journal.violations()
         self.result.violations += await ledger_violations(container)
         self.result.violations += await keyed_violations(container, self.journal)
