@@ -54,6 +54,7 @@ READY_DEADLINE = 120.0  # seconds for an instance to answer /health/ready
 # Answers that executed nothing: the client retries them with the same key.
 RETRY_CODES = {
     "idempotency_key_in_use",
+    "operation_in_progress",
     "service_unavailable",
     "gateway_unavailable",
     "rate_limit_error",

@@ -53,6 +53,11 @@ class Journal:
     sent: set[str] = field(default_factory=set)
 
     def answered(self, key: str, status: int, body: Any) -> None:
+        """Record an answer. A rejection that is not stored (a 422, say) is answered afresh,
+        under the new request's id: the id is not part of the outcome."""
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            body = {**body, "error": {k: v for k, v in error.items() if k != "request_id"}}
         self.answers[key].append((status, json.dumps(body, sort_keys=True)))
 
     def violations(self) -> list[str]:

@@ -59,6 +59,7 @@ from tests.support import ManualClock
 
 RETRY_CODES = {
     "idempotency_key_in_use",
+    "operation_in_progress",
     "service_unavailable",
     "gateway_unavailable",
     "rate_limit_error",
