@@ -23,6 +23,8 @@ from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.gateways.stripe import StripeGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
+from paysvc.operations.completer import Completer
+from paysvc.operations.service import Ledger
 from paysvc.payments.service import PaymentService
 from paysvc.reconcile.service import ReconcileService
 from paysvc.refunds.service import RefundService
@@ -42,6 +44,7 @@ class Container:
     refunds: RefundService
     disputes: DisputeService
     webhooks: WebhookService
+    completer: Completer
     reconcile: ReconcileService
     idempotency: IdempotencyService
     admin: AdminService
@@ -64,9 +67,13 @@ def build_container(
     db = Database(settings.database_url, keyring)
     gateways = _gateways(settings, db, clock, wrap_gateway)
     audit = AuditLog(clock)
-    payments = PaymentService(db, gateways, clock, audit)
+    timing = settings.timing
+    ledger = Ledger(gateways, clock, timing)
+    payments = PaymentService(db, gateways, clock, audit, ledger)
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
+    payments.refund_projector = refunds.project  # the projection of refund operations
+    completer = Completer(db, ledger, payments, clock)
     disputes = DisputeService(db, payments, clock, audit)
     webhooks = WebhookService(
         db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds
@@ -85,8 +92,9 @@ def build_container(
         refunds=refunds,
         disputes=disputes,
         webhooks=webhooks,
-        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds),
-        idempotency=IdempotencyService(db, clock, audit),
+        completer=completer,
+        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds, completer),
+        idempotency=IdempotencyService(db, clock, audit, stale_after=timing.idempotency_takeover),
         admin=AdminService(db, payments, clock, audit),
         audit_trail=AuditTrail(db, audit),
     )

@@ -25,6 +25,8 @@ calls nothing was planned for, e.g. a seeded random choice in a simulation):
 - `Fault.LOSE_ANSWER` — the gateway does the work, then the answer is lost: `OutcomeUnknown`;
 - `Fault.LAND_LATE` — the call hangs past the caller's deadline, and the work lands later,
   when the test calls `await faulty.land()` (after the caller gave up);
+- `Fault.SLOW` — a slow answer: the call waits until `await faulty.land()`, then does the
+  work and answers (to a caller whose deadline is longer than the wait);
 - `Fault.IDEMPOTENCY_ERROR` — the gateway refuses with an idempotency error ("this key is in
   use"): `OutcomeUnknown`, as the Stripe adapter maps `stripe.IdempotencyError`; the work is
   done first (the key *was* used), as when an earlier attempt with the key is still running;
@@ -81,6 +83,7 @@ class Fault(enum.Enum):
     LOSE_REQUEST = "lose_request"
     LOSE_ANSWER = "lose_answer"
     LAND_LATE = "land_late"
+    SLOW = "slow"
     IDEMPOTENCY_ERROR = "idempotency_error"
     UNAVAILABLE = "unavailable"
     LOOKUP_ABSENT = "lookup_absent"
@@ -230,6 +233,12 @@ class FaultyGateway:
             self._late.add(task)
             task.add_done_callback(self._late.discard)
             await asyncio.Event().wait()
+        if fault is Fault.SLOW:
+            waiter = asyncio.get_running_loop().create_task(self._gate.wait())
+            self._late.add(waiter)
+            waiter.add_done_callback(self._late.discard)
+            await waiter
+            return await work()
         if fault is Fault.UNAVAILABLE:
             raise GatewayUnavailable(f"faulty: could not connect ({method})")
         if fault is Fault.LOSE_REQUEST:

@@ -53,9 +53,11 @@ class OperationRepository:
         )
         return list(await self.session.scalars(query))
 
-    async def for_refund(self, refund_id: str) -> Operation | None:
+    async def for_refund(self, refund_id: str, *, for_update: bool = False) -> Operation | None:
         query = select(Operation).where(Operation.refund_id == refund_id).limit(1)
-        return (await self.session.scalars(query)).first()
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query.execution_options(populate_existing=True))).first()
 
     async def order_is_held(self, order_id: str, *, other_than: str) -> bool:
         """Another payment of the order is live, or has a confirm the gateway may still take."""
@@ -75,14 +77,12 @@ class OperationRepository:
         )
         return (await self.session.scalars(query.limit(1))).first() is not None
 
-    async def due(self, now: dt.datetime, *, limit: int) -> Sequence[str]:
-        """Pending operations whose next check is due, oldest check first."""
-        query = (
-            select(Operation.id)
-            .where(Operation.status == OperationStatus.PENDING, Operation.next_check_at <= now)
-            .order_by(Operation.next_check_at, Operation.id)
-            .limit(limit)
-        )
+    async def due(self, before: dt.datetime | None, *, limit: int) -> Sequence[str]:
+        """Pending operations whose next check is due by `before` (None: all), oldest first."""
+        query = select(Operation.id).where(Operation.status == OperationStatus.PENDING)
+        if before is not None:
+            query = query.where(Operation.next_check_at <= before)
+        query = query.order_by(Operation.next_check_at, Operation.id).limit(limit)
         return list(await self.session.scalars(query))
 
     async def with_status(self, status: OperationStatus, *, limit: int) -> Sequence[Operation]:
@@ -95,15 +95,12 @@ class OperationRepository:
         return list(await self.session.scalars(query))
 
     async def stats(self) -> LedgerStats:
-        counts = dict(
-            (
-                await self.session.execute(
-                    select(Operation.status, func.count())
-                    .where(Operation.status.in_(sorted(OPEN)))
-                    .group_by(Operation.status)
-                )
-            ).tuples()
+        rows = await self.session.execute(
+            select(Operation.status, func.count())
+            .where(Operation.status.in_(sorted(OPEN)))
+            .group_by(Operation.status)
         )
+        counts = {status: count for status, count in rows.all()}
         oldest = await self.session.scalar(
             select(func.min(Operation.created_at)).where(Operation.status.in_(sorted(OPEN)))
         )

@@ -65,6 +65,7 @@ class Call:
     reference: str | None  # the payment's gateway reference (capture, void, refund)
     refund_id: str | None
     reason: str | None
+    operation_reference: str | None = None  # the gateway's id of the operation, once known
     # References of the payment's other operations: a lookup that finds one of these has not
     # found this operation.
     other_references: frozenset[str] = frozenset()
@@ -158,6 +159,7 @@ class Ledger:
             reference=payment.gateway_reference,
             refund_id=op.refund_id,
             reason=reason,
+            operation_reference=op.gateway_reference,
             other_references=other_references,
         )
 
@@ -221,6 +223,8 @@ class Ledger:
             return found
         gateway = self._owner(call)
         if call.kind == K.REFUND:
+            if call.operation_reference is not None:
+                return await gateway.retrieve_refund(call.operation_reference)
             assert call.refund_id is not None
             return await gateway.find_refund(call.refund_id)
         if call.reference is None:

@@ -39,9 +39,12 @@ TRANSITIONS: dict[OperationStatus, frozenset[OperationStatus]] = {
 OPEN = frozenset({OS.PENDING, OS.REQUIRES_ACTION, OS.UNKNOWN})
 
 
-def check_transition(kind: str, current: str, target: OperationStatus) -> None:
-    allowed = TRANSITIONS[OperationStatus(current)]
+def may_move(kind: str, current: str, target: OperationStatus) -> bool:
     if current == OS.SUCCEEDED and kind != K.REFUND:
-        allowed = frozenset()
-    if target not in allowed:
+        return False
+    return target in TRANSITIONS[OperationStatus(current)]
+
+
+def check_transition(kind: str, current: str, target: OperationStatus) -> None:
+    if not may_move(kind, current, target):
         raise StateConflict(f"Cannot move a {kind} operation from {current} to {target}")
