@@ -144,7 +144,7 @@ async def ledger_violations(container: Container) -> list[str]:
                 f"amounts: {p.id} refunded {p.amount_refunded} captured {p.amount_captured} "
                 f"amount {p.amount}"
             )
-        if p.status == "processing" or getattr(p, "pending_operation", None) is not None:
+        if p.status == "processing":
             found.append(f"pending_left: payment {p.id} {p.status}")
         succeeded = sum(r.amount for r in refunds_of[p.id] if r.status == "succeeded")
         if succeeded != p.amount_refunded:
@@ -177,15 +177,19 @@ async def ledger_violations(container: Container) -> list[str]:
         ):
             found.append(f"gateway_mismatch: {p.id} ours {ours} gateway {theirs}")
 
-    # Every gateway movement is known locally, with the same outcome.
-    found += [
-        f"unknown_gateway_charge: {c.reference} for {c.payment_id}"
-        for c in charges
-        if c.payment_id not in payments
-    ]
+    # Every gateway movement is known locally, with the same outcome: made under the key of
+    # one of our operations (its id), of the right kind and payment (or refund).
+    ops = {op.id: op for op in operations}
+    for c in charges:
+        op = ops.get(c.idempotency_key)
+        if c.payment_id not in payments or op is None or op.payment_id != c.payment_id:
+            found.append(f"unknown_gateway_charge: {c.reference} for {c.payment_id}")
+        elif op.kind not in ("charge", "authorize"):
+            found.append(f"unknown_gateway_charge: {c.reference} under a {op.kind} key")
     for gateway_refund in gateway_refunds:
         local = refunds.get(gateway_refund.refund_id)
-        if local is None:
+        op = ops.get(gateway_refund.idempotency_key)
+        if local is None or op is None or op.refund_id != local.id:
             found.append(
                 f"unknown_gateway_refund: {gateway_refund.reference} "
                 f"({gateway_refund.status} {gateway_refund.amount})"
