@@ -25,6 +25,7 @@ from typing import Any
 
 from paysvc.bootstrap import Container
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
+from paysvc.idempotency.models import IdempotencyKey
 from paysvc.operations.models import Operation
 from paysvc.payments.models import Payment
 from paysvc.refunds.models import Refund
@@ -100,6 +101,18 @@ async def keyed_violations(container: Container, journal: Journal) -> list[str]:
 
 async def unknown_operations(container: Container) -> list[Operation]:
     return await rows(container, Operation, Operation.status == "unknown")
+
+
+async def waiting_on_unknown(container: Container, requests: dict[str, str]) -> set[str]:
+    """Of these unanswered requests (Idempotency-Key -> path), those held up by an `unknown`
+    operation — the one their first attempt created, or another of the same payment: they are
+    answered 409 (`idempotency_key_in_use`, `operation_in_progress`) until a human settles it."""
+    unknown = await unknown_operations(container)
+    names = {op.id for op in unknown} | {op.refund_id for op in unknown if op.refund_id}
+    payments = {op.payment_id for op in unknown}
+    records = await rows(container, IdempotencyKey, IdempotencyKey.key.in_(set(requests)))
+    held = {r.key for r in records if r.resource_id in names}
+    return held | {key for key, path in requests.items() if path.split("/")[2] in payments}
 
 
 async def ledger_violations(container: Container) -> list[str]:

@@ -53,6 +53,7 @@ from tests.simulation.invariants import (
     keyed_violations,
     ledger_violations,
     unknown_operations,
+    waiting_on_unknown,
 )
 from tests.stripe_events import WEBHOOK_SECRET, event, intent, refund_object, signed
 from tests.support import ManualClock
@@ -106,13 +107,15 @@ class Result:
     webhooks: int = 0
     faults: int = 0
     unknown: int = 0  # operations left `unknown` (past the window), each reported by reconcile
+    parked: int = 0  # requests whose operation is unknown: answered 409 until a human decides
 
     def summary(self) -> str:
         return (
             f"seed {self.seed}: {self.requests} requests, {self.faults} faults, "
             f"{self.crashes} crashes ({self.interrupted} tasks cut), "
             f"{self.completer_runs} completer runs, "
-            f"{self.webhooks} webhook deliveries, {self.unknown} unknown operations, "
+            f"{self.webhooks} webhook deliveries, {self.unknown} unknown operations "
+            f"({self.parked} requests waiting on them), "
             f"{len(self.violations)} violations"
         )
 
@@ -123,7 +126,7 @@ class Request:
     headers: dict[str, str]
     path: str
     body: dict[str, Any]
-    answer: tuple[int, dict[str, Any]] | None = None
+    refused: str = "no answer"  # the last answer that executed nothing, for the report
 
 
 @dataclass
@@ -328,11 +331,13 @@ class World:
             answer = None  # the client gives up waiting; its request may still be running
         if answer is None:
             flow.pending = request
+            request.refused = "no answer"
             return
         status, body = answer
         code = (body.get("error") or {}).get("code")
         if status in (409, 429, 503) and code in RETRY_CODES:
             flow.pending = request
+            request.refused = f"{status} {code}"
             return
         self.journal.answered(request.key, status, body)
         if status == 500:
@@ -481,9 +486,16 @@ class World:
             self.clock.advance(STALE * 3)
             await self.completer()
             await self.faulty.land()
-        unanswered = [f.pending.key for f in self.flows if f.pending is not None]
-        self.result.violations += [f"key_unanswered: {key}" for key in unanswered]
+        unanswered = {f.pending.key: f.pending for f in self.flows if f.pending is not None}
         self.journal.sent -= set(unanswered)
+        container = self.instances[0].container
+        parked = await waiting_on_unknown(container, {key: r.path for key, r in unanswered.items()})
+        self.result.parked = len(parked)
+        self.result.violations += [
+            f"key_unanswered: {key} {r.path} (last: {r.refused})"
+            for key, r in unanswered.items()
+            if key not in parked
+        ]
 
     async def check(self) -> None:
         container = self.instances[0].container
