@@ -8,7 +8,8 @@ One run (`simulate(database_url, seed)`) is a sequence of steps chosen by a seed
   together with another flow's; a request that got no answer (lost, `idempotency_key_in_use`,
   503, the instance crashed, the client gave up waiting) is retried later with the same key;
 - the **completer** runs on one instance after the clock moved forward by a random amount
-  (sometimes it is itself crashed half-way);
+  (sometimes past the gateway's 24 h idempotency window; sometimes with the gateway's search
+  lagging; sometimes it is itself crashed half-way);
 - **webhooks**: Stripe events built from the gateway's ledger (what it holds now) are delivered
   at once, again later (duplicates), or after newer ones (reordered, late);
 - an **instance crash**: requests (and a completer run) are started on an instance and, after
@@ -397,6 +398,8 @@ class World:
             self.clock.advance(WINDOW.total_seconds() + 3600)  # a day-long outage
         else:
             self.clock.advance(self.rng.choice([0.0, STALE / 2, STALE * 1.5, STALE * 3]))
+        if self.faulty is not None and self.faults_on and self.rng.random() < 0.2:
+            self.faulty.lookup_lag = self.rng.randint(1, 4)  # the gateway's search lags
         await self.completer()
 
     async def snapshot_webhook(self) -> None:
@@ -471,6 +474,7 @@ class World:
         runs to quiescence."""
         self.faults_on = False
         assert self.faulty is not None
+        self.faulty.lookup_lag = 0
         await self.faulty.land()
         for _ in range(30):
             waiting = [f for f in self.flows if f.pending is not None]
