@@ -150,13 +150,13 @@ async def ledger_violations(container: Container) -> list[str]:
     found += [f"payment_charged_twice: {p} ({n} charges)" for p, n in per_payment.items() if n > 1]
 
     for p in payments.values():
-        if p.id in undecided:
-            continue
         if not 0 <= p.amount_refunded <= p.amount_captured <= p.amount:
             found.append(
                 f"amounts: {p.id} refunded {p.amount_refunded} captured {p.amount_captured} "
                 f"amount {p.amount}"
             )
+        if p.id in undecided:
+            continue
         if p.status == "processing":
             found.append(f"pending_left: payment {p.id} {p.status}")
         succeeded = sum(r.amount for r in refunds_of[p.id] if r.status == "succeeded")

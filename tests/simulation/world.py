@@ -84,6 +84,7 @@ MUTATION_FAULTS = [
 LOOKUP_FAULTS = [Fault.LOOKUP_ABSENT, Fault.LOOKUP_ERROR]
 CLIENT_PATIENCE = 2.0  # seconds a client waits for an answer before it gives up (and retries)
 STALE = 30.0  # OPERATION_STALE_SECONDS: moved past by the clock, never waited for
+RECONCILE_SINCE = dt.timedelta(days=90)  # every payment of a run (its clock moves days)
 
 
 @dataclass
@@ -490,6 +491,8 @@ class World:
             self.clock.advance(STALE * 3)
             await self.completer()
             await self.faulty.land()
+        # The operator's `paysvc reconcile --apply`: asks about unknown operations too.
+        await self.instances[0].container.reconcile.run(RECONCILE_SINCE, True, actor=SYSTEM)
         unanswered = {f.pending.key: f.pending for f in self.flows if f.pending is not None}
         self.journal.sent -= set(unanswered)
         container = self.instances[0].container
@@ -506,7 +509,7 @@ class World:
         unknown = await unknown_operations(container)
         self.result.unknown = len(unknown)
         if unknown:  # every reconcile run lists each of them
-            report = await container.reconcile.run(dt.timedelta(days=90), False, actor=SYSTEM)
+            report = await container.reconcile.run(RECONCILE_SINCE, False, actor=SYSTEM)
             listed = json.dumps(report.as_dict())
             self.result.violations += [
                 f"unknown_not_reported: {op.id}" for op in unknown if op.id not in listed
