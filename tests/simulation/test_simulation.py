@@ -8,8 +8,10 @@ import pytest
 
 from tests.simulation.world import simulate
 
-# Each seed is a different scenario; seeds that once found a bug stay here for good.
-SEEDS = [1, 2, 3]
+# Each seed is a different scenario; seeds that once found a bug stay here for good. Before the
+# operations ledger, 1, 2 and 12 found orders charged twice, refunds a retry never told its
+# client about, and payments left processing forever.
+SEEDS = [1, 2, 12]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
