@@ -142,7 +142,7 @@ class Stats:
     kills: int = 0
     requests: int = 0  # distinct keyed requests
     attempts: int = 0  # HTTP attempts, retries included
-    lost: int = 0  # attempts whose answer never came (connection died)
+    lost: int = 0  # attempts a kill cut off: connection died, or refused while restarting
     server_errors: list[str] = field(default_factory=list)
 
 
@@ -521,7 +521,7 @@ def main() -> int:
                 pg_scratch.drop(url)
         print(
             f"chaos: {database} seed {seed}: {stats.kills} kills, {stats.requests} requests "
-            f"({stats.attempts} attempts, {stats.lost} answers lost to kills), "
+            f"({stats.attempts} attempts, {stats.lost} cut off by kills), "
             f"{len(violations)} violations, {time.monotonic() - began:.0f} s"
         )
         for violation in violations:

@@ -31,7 +31,7 @@ def test_chaos_kill_9_under_load_keeps_the_money_invariants() -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     summary = re.search(
-        r"(\d+) kills, (\d+) requests \(\d+ attempts, (\d+) answers lost to kills\), "
+        r"(\d+) kills, (\d+) requests \(\d+ attempts, (\d+) cut off by kills\), "
         r"0 violations",
         result.stdout,
     )
