@@ -47,26 +47,16 @@ from paysvc.auth.principal import Role  # noqa: E402
 from paysvc.auth.tokens import TokenVerifier  # noqa: E402
 from paysvc.bootstrap import build_container  # noqa: E402
 from paysvc.config import Settings  # noqa: E402
-from tests.simulation.invariants import Journal, keyed_violations, ledger_violations  # noqa: E402
+from tests.simulation.invariants import (  # noqa: E402
+    Journal,
+    keyed_violations,
+    ledger_violations,
+    unknown_operations,
+)
+from tests.simulation.world import CARDS, retry_later  # noqa: E402
 
 PAYSVC = ROOT / ".venv" / "bin" / "paysvc"
 READY_DEADLINE = 120.0  # seconds for an instance to answer /health/ready
-# Answers that executed nothing: the client retries them with the same key.
-RETRY_CODES = {
-    "idempotency_key_in_use",
-    "operation_in_progress",
-    "service_unavailable",
-    "gateway_unavailable",
-    "rate_limit_error",
-}
-CARDS = [
-    ("pm_card_visa", 50),
-    ("pm_card_mastercard", 10),
-    ("pm_card_timeout", 12),
-    ("pm_card_refundFail", 8),
-    ("pm_card_chargeDeclined", 6),
-    ("pm_card_chargeDeclinedInsufficientFunds", 4),
-]
 
 
 def free_port() -> int:
@@ -195,10 +185,7 @@ class Load:
             except (TimeoutError, aiohttp.ClientError, ValueError):
                 self.stats.lost += 1
             else:
-                code = (data.get("error") or {}).get("code") or (data.get("error") or {}).get(
-                    "type"
-                )
-                if status not in (409, 429, 503) or code not in RETRY_CODES:
+                if not retry_later(status, data):
                     self.journal.answered(key, status, data)
                     if status == 500:
                         self.stats.server_errors.append(f"{status} {path} {key}: {data}")
@@ -443,6 +430,8 @@ async def settle_and_check(
             )
         found += await ledger_violations(container)
         found += await keyed_violations(container, journal)
+        # Every operation was answerable inside the gateway's window: none may be unknown.
+        found += [f"unknown_operation: {op.id}" for op in await unknown_operations(container)]
     finally:
         await container.close()
     return found

@@ -59,19 +59,23 @@ from tests.simulation.invariants import (
 from tests.stripe_events import WEBHOOK_SECRET, event, intent, refund_object, signed
 from tests.support import ManualClock
 
-RETRY_CODES = {
-    "idempotency_key_in_use",
-    "operation_in_progress",
-    "service_unavailable",
-    "gateway_unavailable",
-    "rate_limit_error",
-}
+
+def retry_later(status: int, body: dict[str, Any]) -> bool:
+    """An answer that executed nothing (429, 503, a conflict with a request still running):
+    the client retries with the same key. Anything else is the request's outcome."""
+    code = (body.get("error") or {}).get("code")
+    return status in (429, 503) or (
+        status == 409 and code in ("idempotency_key_in_use", "operation_in_progress")
+    )
+
+
 CARDS = [
     ("pm_card_visa", 50),
     ("pm_card_mastercard", 10),
     ("pm_card_timeout", 10),
     ("pm_card_refundFail", 8),
     ("pm_card_chargeDeclined", 6),
+    ("pm_card_chargeDeclinedInsufficientFunds", 4),
 ]
 MUTATION_FAULTS = [
     Fault.HANG,
@@ -338,10 +342,9 @@ class World:
             request.refused = "no answer"
             return
         status, body = answer
-        code = (body.get("error") or {}).get("code")
-        if status in (409, 429, 503) and code in RETRY_CODES:
+        if retry_later(status, body):
             flow.pending = request
-            request.refused = f"{status} {code}"
+            request.refused = f"{status} {(body.get('error') or {}).get('code')}"
             return
         self.journal.answered(request.key, status, body)
         if status == 500:
