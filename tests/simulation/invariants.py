@@ -5,9 +5,10 @@ in-process simulation (tests/simulation) and the real-process crash test (script
 Each check returns violations as one-line strings (empty: the run is clean), so a caller can
 print a summary, replay a seed, or assert.
 
-- no order charged more than once at the gateway (and no payment either);
+- no payment charged twice at the gateway, no order with two charges holding money;
 - per payment `refunded <= captured <= amount`, and equal to the gateway's ledger;
-- every gateway movement (charge, refund) is known locally, with the same outcome;
+- every gateway movement (charge, refund) was made under one of our operations' keys and is
+  known locally, with the same outcome;
 - every answer to one Idempotency-Key is the same answer, and a key executed at most once: a
   request may tag what it creates with `metadata: {"request_key": KEY}` (`Journal`,
   `keyed_violations`);
