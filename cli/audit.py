@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -93,6 +94,13 @@ def verify(
         ),
     ] = None,
     as_json: JsonOption = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes verifying seq ranges in parallel")
+    ] = os.cpu_count() or 1,
+    from_checkpoint: Annotated[
+        bool,
+        typer.Option(help="Start after the last checkpoint (saved by each successful verify)"),
+    ] = False,
 ) -> None:
     """Check every entry's MAC and the chain; exit 1 naming the first bad entry.
 
@@ -105,13 +113,15 @@ def verify(
     expected = _expected_head(expect_head)
 
     async def work(container: Container) -> chain.VerifyResult:
-        result = await chain.verify(container.db, container.keyring)
-        if not result.ok or expected is None:
-            return result
-        problem = await chain.check_head(container.db, *expected)
-        if problem is None:
-            return result
-        return dataclasses.replace(result, ok=False, first_bad=expected[1], problem=problem)
+        result = await chain.verify(
+            container.db, container.keyring, workers=workers, from_checkpoint=from_checkpoint
+        )
+        if result.ok and expected is not None:
+            problem = await chain.check_head(container.db, *expected)
+            if problem is not None:  # no checkpoint at a head that is not the one recorded
+                return dataclasses.replace(result, ok=False, first_bad=expected[1], problem=problem)
+        await chain.save_checkpoint(container.db, container.keyring, result)
+        return result
 
     result = run_async(with_container(work))
     if as_json:

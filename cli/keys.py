@@ -31,13 +31,7 @@ async def _status(container: Container) -> dict[str, Any]:
     macs = await service.audit_key_usage(container.db)
     rows = []
     for key_id in sorted({*keyring.key_ids, *values, *macs}):
-        state = (
-            "active"
-            if key_id == keyring.active_id
-            else "retired"
-            if key_id in keyring.key_ids
-            else "unknown"
-        )
+        state = keyring.state(key_id)  # active, next, retired or unknown
         rows.append(
             {
                 "key_id": key_id,
@@ -46,10 +40,24 @@ async def _status(container: Container) -> dict[str, Any]:
                 "audit_macs": macs.get(key_id, 0),
             }
         )
+    from paysvc.clock import rfc3339
+
+    instances = await service.rollout(container.db, container.clock.now())
     return {
         "active_key_id": keyring.active_id,
         "keys": rows,
         "pending": await service.pending(container.db),
+        "instances": [
+            {
+                "instance_id": i.instance_id,
+                "active_key_id": i.active_key_id,
+                "readable_key_ids": list(i.readable_key_ids),
+                "seen_at": rfc3339(i.seen_at),
+                "safe": i.safe,
+                "cannot_read": list(i.cannot_read),
+            }
+            for i in instances
+        ],
     }
 
 
@@ -58,6 +66,14 @@ KEY_COLUMNS = (
     Col("state", keep=True),
     Col("encrypted values", keep=True, justify="right"),
     Col("audit MACs", keep=True, justify="right"),
+)
+
+
+INSTANCE_COLUMNS = (
+    Col("instance", keep=True),
+    Col("active key", keep=True),
+    Col("can read"),
+    Col("safe"),
 )
 
 
@@ -79,6 +95,23 @@ def _print_status(report: dict[str, Any]) -> None:
         )
     if removable:
         line("no longer used, may be removed from ENCRYPTION_KEYS_RETIRED: " + ", ".join(removable))
+    if report["instances"]:
+        rows = [
+            (
+                i["instance_id"],
+                i["active_key_id"],
+                ", ".join(i["readable_key_ids"]),
+                "yes" if i["safe"] else "no: cannot read " + ", ".join(i["cannot_read"]),
+            )
+            for i in report["instances"]
+        ]
+        console.print(table(INSTANCE_COLUMNS, rows))
+        if any(not i["safe"] for i in report["instances"]):
+            console.print(
+                "[red]an instance cannot read data others write: give it the key "
+                "(ENCRYPTION_KEYS_NEXT) and restart it before making that key active anywhere"
+                "[/red]"
+            )
     if any(row["state"] == "unknown" for row in report["keys"]):
         console.print(
             "[red]some data is under a key that is not configured: it cannot be read[/red]"
@@ -99,13 +132,16 @@ def status(
 
 @app.command()
 def rotate(
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per transaction")] = 100,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Rows per write transaction")
+    ] = 500,  # paysvc.keys.service.ROTATE_BATCH (not imported here: the CLI starts light)
 ) -> None:
     """Re-encrypt every value (and re-MAC every audit entry) under the active key.
 
-    Safe while the service runs (small locked batches); resumable (run it again after an
-    interruption); each batch is audited. Set ENCRYPTION_KEY to the new key and list the old
-    one in ENCRYPTION_KEYS_RETIRED first (on every instance).
+    Safe while the service runs (each batch re-encrypted outside, then written in one short
+    bulk compare-and-set); resumable (run it again after an interruption); each batch is
+    audited. First roll the new key out on every instance: in ENCRYPTION_KEYS_NEXT, then as
+    ENCRYPTION_KEY with the old one in ENCRYPTION_KEYS_RETIRED.
     """
     from rich.progress import (
         BarColumn,

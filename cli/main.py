@@ -14,7 +14,19 @@ import typer
 from typer import _click as click  # typer vendors click (0.29+): its exceptions, context
 from typer.core import TyperGroup
 
-from cli import audit, db, idempotency, keys, payments, reconcile, refunds, report, serve, token
+from cli import (
+    admin,
+    audit,
+    db,
+    idempotency,
+    keys,
+    payments,
+    reconcile,
+    refunds,
+    report,
+    serve,
+    token,
+)
 from cli.common import EXIT_DOMAIN, EXIT_USAGE
 from cli.output import render_error
 
@@ -109,6 +121,7 @@ app.add_typer(refunds.app, name="refunds")
 app.add_typer(idempotency.app, name="idempotency")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(admin.app, name="admin")
 
 if __name__ == "__main__":
     app()

@@ -21,7 +21,6 @@ from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.instrumented import InstrumentedGateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxGateway
-from paysvc.gateways.stripe import StripeGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
 from paysvc.metrics import Metrics
@@ -66,7 +65,9 @@ def build_container(
 ) -> Container:
     """`wrap_gateway` decorates each configured gateway (tests inject faults with it)."""
     clock = clock or SystemClock()
-    keyring = Keyring(settings.encryption_key, settings.encryption_keys_retired)
+    keyring = Keyring(
+        settings.encryption_key, settings.encryption_keys_retired, settings.encryption_keys_next
+    )
     db = Database(settings.database_url, keyring)
     metrics = Metrics()
     gateways = _gateways(settings, db, clock, metrics, wrap_gateway)
@@ -118,6 +119,9 @@ def _gateways(
     for name in settings.payment_gateways:
         if name == "stripe":
             assert settings.stripe_secret_key is not None  # Settings refuses stripe without it
+            # Imported only when configured: the Stripe SDK is large (memory, start-up time).
+            from paysvc.gateways.stripe import StripeGateway
+
             chain.append(
                 StripeGateway(
                     settings.stripe_secret_key,

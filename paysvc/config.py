@@ -70,6 +70,7 @@ class Settings:
     stripe_timeout_seconds: float
     encryption_key: bytes
     encryption_keys_retired: tuple[bytes, ...]
+    encryption_keys_next: tuple[bytes, ...]
     pci_compliance_mode: str
     host: str
     port: int
@@ -118,10 +119,9 @@ class Settings:
             lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
         )
         encryption_key = parse_key("ENCRYPTION_KEY", key_text)
-        retired = tuple(
-            parse_key("ENCRYPTION_KEYS_RETIRED", part)
-            for part in (get("ENCRYPTION_KEYS_RETIRED") or "").split(",")
-            if part.strip()
+        retired, upcoming = (
+            tuple(parse_key(name, part) for part in (get(name) or "").split(",") if part.strip())
+            for name in ("ENCRYPTION_KEYS_RETIRED", "ENCRYPTION_KEYS_NEXT")
         )
 
         auth_mode = _choice(get, "AUTH_MODE", "local", ("local", "remote"))
@@ -169,6 +169,7 @@ class Settings:
             stripe_timeout_seconds=stripe_timeout,
             encryption_key=encryption_key,
             encryption_keys_retired=retired,
+            encryption_keys_next=upcoming,
             pci_compliance_mode=_choice(
                 get, "PCI_COMPLIANCE_MODE", "strict", ("strict", "permissive")
             ),

@@ -35,6 +35,9 @@ calls nothing was planned for, e.g. a seeded random choice in a simulation):
   gateway answers "no such object" (`None`, or `GatewayRejected` for `retrieve_*`) although it
   may hold it (search lag, a scan that does not reach it);
 - `Fault.LOOKUP_ERROR` — a lookup cannot be answered: `GatewayUnavailable`.
+- `Fault.STALL` — a slow gateway (mutations and lookups): the call waits, before doing
+  anything, until the test lets it go on with `release()` (oldest first); `await stalled(n)`
+  waits until n calls are waiting. Orders a race exactly, without sleeps.
 
 `lookup_lag = N` makes the next N lookups answer "absent" (lagging search index).
 
@@ -92,6 +95,7 @@ class Fault(enum.Enum):
     UNAVAILABLE = "unavailable"
     LOOKUP_ABSENT = "lookup_absent"
     LOOKUP_ERROR = "lookup_error"
+    STALL = "stall"
 
 
 class FaultyGateway:
@@ -119,6 +123,8 @@ class FaultyGateway:
         self._late: set[asyncio.Task[Any]] = set()
         self._after: dict[str, Callable[[], Awaitable[None]]] = {}
         self._new_call = asyncio.Event()
+        self._stalls: deque[asyncio.Event] = deque()
+        self._stalled = asyncio.Condition()
 
     # -- knobs ---------------------------------------------------------------------------
 
@@ -142,6 +148,22 @@ class FaultyGateway:
         while self._late:
             await asyncio.gather(*list(self._late), return_exceptions=True)
         self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        """Let the oldest stalled call go on."""
+        self._stalls.popleft().set()
+
+    async def stalled(self, calls: int = 1) -> None:
+        """Wait until `calls` calls are stalled."""
+        async with self._stalled:
+            await self._stalled.wait_for(lambda: len(self._stalls) >= calls)
+
+    async def _stall(self) -> None:
+        go_on = asyncio.Event()
+        async with self._stalled:
+            self._stalls.append(go_on)
+            self._stalled.notify_all()
+        await go_on.wait()
 
     @property
     def pending_late(self) -> bool:
@@ -244,6 +266,9 @@ class FaultyGateway:
     async def _mutate(self, method: str, key: str, work: Callable[[], Awaitable[T]]) -> T:
         fault = self._next_fault(method, key)
         self._record(method, key, fault)
+        if fault is Fault.STALL:
+            await self._stall()
+            fault = None
         if fault is None:
             answer = await work()
             hook = self._after.pop(method, None)
@@ -291,6 +316,8 @@ class FaultyGateway:
             raise GatewayUnavailable(f"faulty: {method} could not be answered")
         if fault is Fault.HANG:
             await asyncio.Event().wait()
+        if fault is Fault.STALL:
+            await self._stall()
         return fault is Fault.LOOKUP_ABSENT
 
 

@@ -1,4 +1,5 @@
-"""All SQL for the admin transaction report: one GROUP BY over payments created in a range."""
+"""All SQL for the admin transaction report: one GROUP BY over the per-day rollup (or, to
+rebuild or check it, over the payments themselves)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Date, case, func, select
+from sqlalchemy import Date, case, delete, func, insert, literal, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from paysvc.operations.models import Operation
-from paysvc.operations.states import CONFIRMS
+from paysvc.admin.models import PaymentDailyTotal
 from paysvc.payments.models import Payment
 
 
@@ -57,11 +57,11 @@ class GroupRow:
     refunded: int
 
 
-# The payment had a confirm attempt (an authorize or charge operation).
-_confirmed = (
-    select(Operation.id)
-    .where(Operation.payment_id == Payment.id, Operation.kind.in_(sorted(CONFIRMS)))
-    .exists()
+# The payment reached the gateway: anything but an unconfirmed intent (pending, or cancelled
+# before it ever had a gateway reference). Read off the row itself, so the rollup's triggers
+# (migration payment_daily_totals) keep it in the same transaction; the same SQL there.
+ATTEMPTED = or_(
+    Payment.status.not_in(("pending", "cancelled")), Payment.gateway_reference.is_not(None)
 )
 
 
@@ -77,32 +77,90 @@ class TransactionRepository:
         currency: str | None,
         by_day: bool,
     ) -> Sequence[GroupRow]:
-        """One statement (one snapshot), so totals, by-status and by-day figures always agree.
-        At most days x currencies x statuses rows come back, however many payments there are."""
+        """From the rollup (whole UTC days: `created_gte`/`created_lt` are midnights). One
+        statement (one snapshot), so totals, by-status and by-day figures always agree; its
+        size is days x currencies x statuses x shards, however many payments there are."""
+        total = PaymentDailyTotal
+        keys: list[Any] = [total.currency, total.status]
+        if by_day:
+            keys.insert(0, total.day)
+        query = (
+            select(
+                *keys,
+                *(func.sum(getattr(total, name)) for name in FIGURES),
+            )
+            .where(total.day >= created_gte.date(), total.day < created_lt.date())
+            .group_by(*keys)
+            .having(func.sum(total.count) != 0)
+        )
+        if currency is not None:
+            query = query.where(total.currency == currency)
+        return self._rows(await self.session.execute(query), len(keys), by_day)
+
+    async def scan_groups(
+        self,
+        *,
+        created_gte: dt.datetime,
+        created_lt: dt.datetime,
+        currency: str | None,
+        by_day: bool,
+    ) -> Sequence[GroupRow]:
+        """The same figures computed from the payments themselves (a scan of the range)."""
         keys: list[Any] = [Payment.currency, Payment.status]
         if by_day:
             keys.insert(0, utc_day(Payment.created_at))
         query = (
-            select(
-                *keys,
-                func.count(),
-                func.coalesce(func.sum(case((_confirmed, 1), else_=0)), 0),
-                func.coalesce(func.sum(Payment.amount), 0),
-                func.coalesce(func.sum(Payment.amount_captured), 0),
-                func.coalesce(func.sum(Payment.amount_refunded), 0),
-            )
+            select(*keys, *_payment_figures())
             .where(Payment.created_at >= created_gte, Payment.created_at < created_lt)
             .group_by(*keys)
         )
         if currency is not None:
             query = query.where(Payment.currency == currency)
+        return self._rows(await self.session.execute(query), len(keys), by_day)
+
+    async def rebuild_rollup(self) -> int:
+        """Recompute the whole rollup from `payments` (in the caller's write unit of work; on
+        PostgreSQL payments are share-locked meanwhile so no trigger delta is lost or doubled).
+        Returns how many rollup rows were written."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(text("LOCK TABLE payments IN SHARE MODE"))
+            shard: Any = func.mod(func.abs(func.hashtext(Payment.id)), ROLLUP_SHARDS)
+        else:
+            shard = literal(0)
+        day = utc_day(Payment.created_at)
+        source = select(day, Payment.currency, Payment.status, shard, *_payment_figures()).group_by(
+            day, Payment.currency, Payment.status, shard
+        )
+        table: Any = PaymentDailyTotal.__table__
+        await self.session.execute(delete(table))
+        result = await self.session.execute(
+            insert(table).from_select(["day", "currency", "status", "shard", *FIGURES], source)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    @staticmethod
+    def _rows(result: Any, key_count: int, by_day: bool) -> list[GroupRow]:
         groups = []
-        for row in (await self.session.execute(query)).all():
+        for row in result.all():
             day = row[0] if by_day else None
-            currency_, status, *sums = row[len(keys) - 2 :]
+            currency_, status, *sums = row[key_count - 2 :]
             # PostgreSQL sums bigints as numeric (Decimal): back to int.
             count, attempted, volume, captured, refunded = (int(value) for value in sums)
             groups.append(
                 GroupRow(day, currency_, status, count, attempted, volume, captured, refunded)
             )
         return groups
+
+
+FIGURES = ("count", "attempted", "volume", "captured", "refunded")
+ROLLUP_SHARDS = 8  # as in the payment_daily_totals migration's trigger
+
+
+def _payment_figures() -> list[Any]:
+    return [
+        func.count(),
+        func.coalesce(func.sum(case((ATTEMPTED, 1), else_=0)), 0),
+        func.coalesce(func.sum(Payment.amount), 0),
+        func.coalesce(func.sum(Payment.amount_captured), 0),
+        func.coalesce(func.sum(Payment.amount_refunded), 0),
+    ]

@@ -47,6 +47,26 @@ class AdminService:
         self.clock = clock
         self.audit = audit
 
+    # -- the rollup behind it ------------------------------------------------------------
+
+    async def rebuild_rollup(self, actor: Actor) -> int:
+        """Recompute the per-day rollup from the payments (audited). The triggers keep it
+        exact; this is for safety (a restore, a manual edit of `payments`)."""
+
+        async def work(session: AsyncSession) -> int:
+            rows = await TransactionRepository(session).rebuild_rollup()
+            self.audit.record(
+                session,
+                actor,
+                "transactions.rollup_rebuilt",
+                "report",
+                None,
+                details={"rows": rows},
+            )
+            return rows
+
+        return await self.db.run(work)
+
     # -- GET /admin/transactions ---------------------------------------------------------
 
     async def transactions(self, actor: Actor, query: SummaryQuery) -> TransactionSummary:

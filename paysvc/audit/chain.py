@@ -51,8 +51,10 @@ import csv
 import datetime as dt
 import json
 import logging
+import multiprocessing
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from prometheus_client import Gauge
@@ -62,12 +64,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paysvc.audit import repository
 from paysvc.audit.integrity import (
     FIELDS,
+    canonical,
+    check_checkpoint,
     check_pending,
     check_sealed,
+    check_sealed_bytes,
+    checkpoint_mac,
     fields_of,
     link,
+    link_of,
     sealed_mac,
 )
+from paysvc.audit.models import AuditCheckpoint
 from paysvc.clock import rfc3339
 from paysvc.db.engine import Database
 from paysvc.keys.keyring import Keyring
@@ -75,6 +83,7 @@ from paysvc.keys.keyring import Keyring
 log = logging.getLogger(__name__)
 
 SEAL_BATCH = 500
+PARALLEL_MIN = 20_000  # below this many entries one process verifies faster than spawning more
 DEFAULT_GRACE = dt.timedelta(minutes=5)
 EXPORT_COLUMNS = ("seq", *FIELDS, "mac")
 
@@ -114,6 +123,7 @@ class VerifyResult:
     problem: str | None = None
     last_seq: int | None = None  # head of the chain: record it outside to detect truncation
     last_id: str | None = None
+    head_digest: str | None = field(default=None, compare=False)  # for save_checkpoint
 
 
 # --- sealing ---------------------------------------------------------------------------------
@@ -251,20 +261,48 @@ async def verify(
     *,
     grace: dt.timedelta = DEFAULT_GRACE,
     now: dt.datetime | None = None,
+    workers: int = 1,
+    from_checkpoint: bool = False,
+    parallel_min: int = PARALLEL_MIN,
 ) -> VerifyResult:
-    """Walk the whole chain in seq order (streaming), then the unsealed entries."""
+    """Walk the chain in seq order (streaming), then the unsealed entries.
+
+    `workers` > 1 splits the sealed range into that many seq ranges verified in parallel
+    processes (each also reads the entry just before its range, for the link), when there are
+    at least `parallel_min` entries. `from_checkpoint` starts after the latest checkpoint whose
+    MAC verifies (see `save_checkpoint`) instead of at entry 1; entries before it are not
+    re-read, so run a full verify now and then too."""
     now = now or dt.datetime.now(dt.UTC)
-    checked = 0
     async with db.transaction(write=False) as session:
-        previous: RowMapping | None = None
-        async for row in repository.stream_sealed(session):
-            checked += 1
-            problem = _chain_problem(keyring, row, previous)
-            if problem is not None:
-                return VerifyResult(False, checked, row["id"], problem)
-            previous = row
-        last_seq = previous["seq"] if previous is not None else None
-        last_id = previous["id"] if previous is not None else None
+        head = await repository.last_sealed(session)
+        checkpoint = (
+            await repository.latest_checkpoint(session, head.seq)
+            if from_checkpoint and head is not None and head.seq is not None
+            else None
+        )
+    start, digest = 1, None
+    if checkpoint is not None:
+        problem = check_checkpoint(
+            keyring, checkpoint.mac, checkpoint.seq, checkpoint.entry_id, checkpoint.digest
+        )
+        if problem is not None:
+            return VerifyResult(
+                False, 0, checkpoint.entry_id, f"checkpoint at seq {checkpoint.seq}: {problem}"
+            )
+        start, digest = checkpoint.seq + 1, checkpoint.digest
+    sealed = _RangeResult()
+    if head is not None and head.seq is not None:
+        ranges = _split(start, head.seq, workers if head.seq - start + 1 >= parallel_min else 1)
+        if len(ranges) == 1:
+            async with db.transaction(write=False) as session:
+                sealed = await _verify_range(session, keyring, start, head.seq, digest)
+        else:
+            sealed = await _verify_in_processes(db.url, keyring, ranges, digest)
+        if sealed.problem is not None:
+            return VerifyResult(False, sealed.checked, sealed.first_bad, sealed.problem)
+    checked = sealed.checked
+    last_seq, last_id = sealed.last_seq, sealed.last_id
+    async with db.transaction(write=False) as session:
         async for row in repository.stream_unsealed(session):
             checked += 1
             fields = fields_of(row)
@@ -290,7 +328,7 @@ async def verify(
                     last_seq,
                     last_id,
                 )
-    return VerifyResult(True, checked, None, None, last_seq, last_id)
+    return VerifyResult(True, checked, None, None, last_seq, last_id, sealed.last_digest)
 
 
 async def check_head(db: Database, seq: int, entry_id: str) -> str | None:
@@ -311,22 +349,132 @@ async def check_head(db: Database, seq: int, entry_id: str) -> str | None:
     return None
 
 
-def _chain_problem(keyring: Keyring, row: RowMapping, previous: RowMapping | None) -> str | None:
-    seq: int = row["seq"]
-    expected_seq = 1 if previous is None else previous["seq"] + 1
-    if seq != expected_seq:
-        return (
-            f"gap in the chain: expected seq {expected_seq}, found {seq} "
-            f"(entries deleted before this one)"
+async def save_checkpoint(db: Database, keyring: Keyring, result: VerifyResult) -> bool:
+    """Record a MACed checkpoint at the head a successful `verify` reached (False: nothing to
+    record). The next `verify(from_checkpoint=True)` starts after it."""
+    if not result.ok or result.last_seq is None or result.last_id is None:
+        return False
+    seq, entry_id, digest = result.last_seq, result.last_id, result.head_digest
+    if digest is None:
+        return False
+
+    async def work(session: AsyncSession) -> None:
+        await repository.save_checkpoint(
+            session,
+            AuditCheckpoint(
+                seq=seq,
+                entry_id=entry_id,
+                digest=digest,
+                mac=checkpoint_mac(keyring, seq, entry_id, digest),
+                created_at=dt.datetime.now(dt.UTC),
+            ),
         )
-    fields = fields_of(row)
-    chain_link = link(None, None) if previous is None else link(fields_of(previous), seq - 1)
-    problem = check_sealed(keyring, row["mac"], fields, seq, chain_link)
-    if problem is not None:
-        return (
-            f"{problem} at seq {seq}: entry edited or forged, or the entry before it was replaced"
+
+    await db.run(work)
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class _RangeResult:
+    checked: int = 0
+    first_bad: str | None = None
+    problem: str | None = None
+    last_seq: int | None = None
+    last_id: str | None = None
+    last_digest: str | None = None  # hex link digest of the last entry checked
+
+
+def _split(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+    size = max(1, -(-(high - low + 1) // max(1, parts)))
+    return [(lo, min(high, lo + size - 1)) for lo in range(low, high + 1, size)]
+
+
+async def _verify_range(
+    session: AsyncSession, keyring: Keyring, low: int, high: int, digest: str | None
+) -> _RangeResult:
+    """Sealed entries low..high. The entry low - 1 is read for the link (and, when `digest`
+    is given — a checkpoint's — must still have that digest). Each entry's canonical bytes are
+    built once: for its own MAC and for the next entry's link."""
+    checked, expected, previous_id = 0, low, None
+    chain_link: bytes | None = link(None, None) if low == 1 else None
+    rows = repository.stream_sealed_range(session, None if low == 1 else low - 1, high)
+    async for row in rows:
+        seq: int = row["seq"]
+        canonical_bytes = canonical(fields_of(row), seq)
+        if chain_link is None and seq == low - 1:  # the entry before the range
+            chain_link = link_of(canonical_bytes)
+            if digest is not None and chain_link.hex() != digest:
+                return _RangeResult(
+                    checked,
+                    row["id"],
+                    f"entry at seq {seq} changed since the checkpoint that recorded it",
+                )
+            continue
+        checked += 1
+        if chain_link is None or seq != expected:
+            missing = low - 1 if chain_link is None else expected
+            return _RangeResult(checked, row["id"], _gap(missing, seq))
+        problem = check_sealed_bytes(keyring, row["mac"], canonical_bytes, chain_link)
+        if problem is not None:
+            return _RangeResult(
+                checked,
+                row["id"],
+                f"{problem} at seq {seq}: entry edited or forged, or the entry before it was "
+                "replaced",
+            )
+        chain_link, expected, previous_id = link_of(canonical_bytes), seq + 1, row["id"]
+    if expected <= high:  # the range ended early: name the entry after the hole
+        after = await repository.next_sealed(session, expected)
+        if after is not None:
+            return _RangeResult(checked + 1, after[1], _gap(expected, after[0]))
+    last_digest = chain_link.hex() if chain_link is not None else None
+    return _RangeResult(checked, None, None, high, previous_id, last_digest)
+
+
+def _gap(expected: int, found: int) -> str:
+    return (
+        f"gap in the chain: expected seq {expected}, found {found} "
+        "(entries deleted before this one)"
+    )
+
+
+def _verify_range_process(
+    url: str, keyring: Keyring, low: int, high: int, digest: str | None
+) -> _RangeResult:
+    """One range, in a worker process with its own engine."""
+
+    async def run() -> _RangeResult:
+        db = Database(url, keyring)
+        try:
+            async with db.transaction(write=False) as session:
+                return await _verify_range(session, keyring, low, high, digest)
+        finally:
+            await db.engine.dispose()  # read-only: no PRAGMA optimize from a verifier
+
+    return asyncio.run(run())
+
+
+async def _verify_in_processes(
+    url: str, keyring: Keyring, ranges: list[tuple[int, int]], digest: str | None
+) -> _RangeResult:
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")  # never fork a process holding an engine
+    with ProcessPoolExecutor(max_workers=len(ranges), mp_context=context) as pool:
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    pool, _verify_range_process, url, keyring, lo, hi, digest if n == 0 else None
+                )
+                for n, (lo, hi) in enumerate(ranges)
+            )
         )
-    return None
+    checked = 0
+    for result in results:  # the first problem in seq order, as a serial walk would report
+        checked += result.checked
+        if result.problem is not None:
+            return _RangeResult(checked, result.first_bad, result.problem)
+    last = results[-1]
+    return _RangeResult(checked, None, None, last.last_seq, last.last_id, last.last_digest)
 
 
 # --- key rotation support --------------------------------------------------------------------
@@ -334,7 +482,7 @@ def _chain_problem(keyring: Keyring, row: RowMapping, previous: RowMapping | Non
 
 @dataclass(frozen=True, slots=True)
 class RemacBatch:
-    changed: int
+    changes: list[tuple[str, str, str]]  # (entry id, current MAC, MAC under the active key)
     skipped: int  # entries whose current MAC does not verify: left for `verify` to report
     last_seq: int | None  # cursor for the next batch; None when nothing was left
 
@@ -342,13 +490,15 @@ class RemacBatch:
 async def remac_batch(
     session: AsyncSession, keyring: Keyring, *, after_seq: int, limit: int
 ) -> RemacBatch:
-    """Re-MAC up to `limit` sealed entries not yet under the active key (in the caller's unit of
-    work). Each entry's current MAC is checked under its own key first."""
+    """The new MACs of up to `limit` sealed entries not yet under the active key (read only:
+    store them with `store_macs` in a short write unit of work). Each entry's current MAC is
+    checked under its own key first."""
     entries = await repository.sealed_not_under_key(session, keyring.active_id, after_seq, limit)
     if not entries:
-        return RemacBatch(0, 0, None)
+        return RemacBatch([], 0, None)
     previous = await repository.by_seq(session, (e.seq - 1 for e in entries if e.seq))
-    changed = skipped = 0
+    changes: list[tuple[str, str, str]] = []
+    skipped = 0
     for entry in entries:
         seq = entry.seq
         assert seq is not None
@@ -359,14 +509,19 @@ async def remac_batch(
         chain_link = link(None, None) if before is None else link(fields_of(before), seq - 1)
         fields = fields_of(entry)
         problem = check_sealed(keyring, entry.mac, fields, seq, chain_link)
-        if problem is not None:
+        if problem is not None or entry.mac is None:
             log.warning("audit entry %s not re-MACed: %s", entry.id, problem)
             skipped += 1
             continue
-        entry.mac = sealed_mac(keyring, keyring.active_id, fields, seq, chain_link)
-        changed += 1
-    await session.flush()
-    return RemacBatch(changed, skipped, entries[-1].seq)
+        changes.append(
+            (entry.id, entry.mac, sealed_mac(keyring, keyring.active_id, fields, seq, chain_link))
+        )
+    return RemacBatch(changes, skipped, entries[-1].seq)
+
+
+async def store_macs(session: AsyncSession, changes: list[tuple[str, str, str]]) -> None:
+    """Compare-and-set: an entry whose MAC changed since it was read keeps its MAC."""
+    await repository.replace_macs(session, changes)
 
 
 async def count_to_remac(session: AsyncSession, keyring: Keyring) -> int:

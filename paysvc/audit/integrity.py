@@ -38,6 +38,7 @@ GENESIS_LINK = bytes(32)
 _SEALED = b"paysvc-audit-sealed-v1\n"
 _PENDING = b"paysvc-audit-pending-v1\n"
 _LINK = b"paysvc-audit-link-v1\n"
+_CHECKPOINT = b"paysvc-audit-checkpoint-v1\n"
 
 
 def fields_of(entry: Any) -> dict[str, Any]:
@@ -65,7 +66,12 @@ def link(previous: Mapping[str, Any] | None, previous_seq: int | None) -> bytes:
     """Key-independent digest of the previous entry (all zeros before the first entry)."""
     if previous is None:
         return GENESIS_LINK
-    return hashlib.sha256(_LINK + canonical(previous, previous_seq)).digest()
+    return link_of(canonical(previous, previous_seq))
+
+
+def link_of(canonical_bytes: bytes) -> bytes:
+    """The link to an entry whose canonical bytes (with its seq) are given."""
+    return hashlib.sha256(_LINK + canonical_bytes).digest()
 
 
 def _mac(keyring: Keyring, key_id: str, message: bytes) -> str:
@@ -109,6 +115,29 @@ def check_sealed(
 ) -> str | None:
     """None when `stored` is the right sealed MAC (under the key it names), else the problem."""
     return _check(keyring, stored, _SEALED + chain_link + canonical(fields, seq))
+
+
+def check_sealed_bytes(
+    keyring: Keyring, stored: str | None, canonical_bytes: bytes, chain_link: bytes
+) -> str | None:
+    """`check_sealed` for canonical bytes already built (the verifier builds them once per
+    entry: for this entry's MAC and for the next entry's link)."""
+    return _check(keyring, stored, _SEALED + chain_link + canonical_bytes)
+
+
+def _checkpoint_message(seq: int, entry_id: str, digest: str) -> bytes:
+    return _CHECKPOINT + f"{seq}:{entry_id}:{digest}".encode()
+
+
+def checkpoint_mac(keyring: Keyring, seq: int, entry_id: str, digest: str) -> str:
+    """The MAC of a verification checkpoint: entry `seq`/`entry_id` had link digest `digest`."""
+    return _mac(keyring, keyring.active_id, _checkpoint_message(seq, entry_id, digest))
+
+
+def check_checkpoint(
+    keyring: Keyring, stored: str | None, seq: int, entry_id: str, digest: str
+) -> str | None:
+    return _check(keyring, stored, _checkpoint_message(seq, entry_id, digest))
 
 
 def check_pending(keyring: Keyring, stored: str | None, fields: Mapping[str, Any]) -> str | None:

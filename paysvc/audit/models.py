@@ -17,8 +17,8 @@ class AuditEntry(Base):
     __tablename__ = "audit_entries"
     __table_args__ = (
         Index("ix_audit_entries_occurred", "occurred_at", "id"),
-        Index("ix_audit_entries_resource", "resource_id"),
-        Index("ix_audit_entries_actor", "actor_id"),
+        Index("ix_audit_entries_resource_occurred", "resource_id", "occurred_at", "id"),
+        Index("ix_audit_entries_actor_occurred", "actor_id", "occurred_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -54,3 +54,17 @@ def _stamp_pending_mac(_mapper: Any, _connection: Any, entry: AuditEntry) -> Non
     if entry.details is None:
         entry.details = "{}"
     entry.mac = pending_mac(keyring, keyring.active_id, fields_of(entry))
+
+
+class AuditCheckpoint(Base):
+    """A point up to which the chain verified: entry `seq` (`entry_id`) had link digest `digest`
+    (hex). MACed under the chain key, so `audit verify --from-checkpoint` can start here
+    instead of at entry 1; someone without the keys cannot forge or move one."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry_id: Mapped[str] = mapped_column(String(40))
+    digest: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -6,12 +6,13 @@ import datetime as dt
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, text
+from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.integrity import KEY_ID_LENGTH
-from paysvc.audit.models import AuditEntry
+from paysvc.audit.models import AuditCheckpoint, AuditEntry
+from paysvc.db.pagination import beyond
 from paysvc.errors import InvalidRequest
 
 STREAM_CHUNK = 500
@@ -48,11 +49,7 @@ async def unsealed_batch(
 
 
 def _after(cursor: tuple[dt.datetime, str]) -> Any:
-    occurred_at, entry_id = cursor
-    return or_(
-        AuditEntry.occurred_at > occurred_at,
-        and_(AuditEntry.occurred_at == occurred_at, AuditEntry.id > entry_id),
-    )
+    return beyond((AuditEntry.occurred_at, AuditEntry.id), cursor, descending=False)
 
 
 async def _stream(session: AsyncSession, stmt: Select[Any]) -> AsyncIterator[RowMapping]:
@@ -65,6 +62,34 @@ def stream_sealed(session: AsyncSession) -> AsyncIterator[RowMapping]:
     """Every sealed entry, as plain rows, in seq order (constant memory)."""
     stmt = select(_TABLE).where(_TABLE.c.seq.is_not(None)).order_by(_TABLE.c.seq)
     return _stream(session, stmt)
+
+
+def stream_sealed_range(
+    session: AsyncSession, low: int | None, high: int
+) -> AsyncIterator[RowMapping]:
+    """Sealed entries with low <= seq <= high (no lower bound when `low` is None), seq order."""
+    stmt = select(_TABLE).where(_TABLE.c.seq.is_not(None), _TABLE.c.seq <= high)
+    if low is not None:
+        stmt = stmt.where(_TABLE.c.seq >= low)
+    return _stream(session, stmt.order_by(_TABLE.c.seq))
+
+
+async def next_sealed(session: AsyncSession, seq: int) -> tuple[int, str] | None:
+    """(seq, id) of the first sealed entry at or after `seq`."""
+    stmt = select(AuditEntry.seq, AuditEntry.id).where(AuditEntry.seq >= seq)
+    row = (await session.execute(stmt.order_by(AuditEntry.seq).limit(1))).first()
+    return (int(row[0] or 0), str(row[1])) if row is not None else None
+
+
+async def latest_checkpoint(session: AsyncSession, at_most: int) -> AuditCheckpoint | None:
+    stmt = select(AuditCheckpoint).where(AuditCheckpoint.seq <= at_most)
+    return (await session.scalars(stmt.order_by(AuditCheckpoint.seq.desc()).limit(1))).first()
+
+
+async def save_checkpoint(session: AsyncSession, checkpoint: AuditCheckpoint) -> None:
+    if await session.get(AuditCheckpoint, checkpoint.seq) is None:
+        session.add(checkpoint)
+        await session.flush()
 
 
 def stream_unsealed(session: AsyncSession) -> AsyncIterator[RowMapping]:
@@ -108,6 +133,21 @@ async def count_sealed_not_under_key(session: AsyncSession, key_id: str) -> int:
         ~AuditEntry.mac.startswith(f"{key_id}:", autoescape=True),
     )
     return int(await session.scalar(stmt) or 0)
+
+
+async def replace_macs(session: AsyncSession, changes: list[tuple[str, str, str]]) -> None:
+    """Bulk compare-and-set of (id, old MAC, new MAC)."""
+    if not changes:
+        return
+    table: Any = _TABLE  # Core (not ORM) UPDATE: executemany with its own WHERE
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.mac == bindparam("b_old"))
+        .values(mac=bindparam("b_new"))
+    )
+    await session.execute(
+        stmt, [{"b_id": entry, "b_old": old, "b_new": new} for entry, old, new in changes]
+    )
 
 
 async def by_seq(session: AsyncSession, seqs: Iterable[int]) -> dict[int, AuditEntry]:
@@ -159,12 +199,10 @@ async def list_entries(
         if cursor is None:
             raise InvalidRequest("No such audit entry to start after", param="starting_after")
         stmt = stmt.where(
-            or_(
-                AuditEntry.occurred_at < cursor.occurred_at,
-                and_(
-                    AuditEntry.occurred_at == cursor.occurred_at,
-                    AuditEntry.id < cursor.id,
-                ),
+            beyond(
+                (AuditEntry.occurred_at, AuditEntry.id),
+                (cursor.occurred_at, cursor.id),
+                descending=True,
             )
         )
     stmt = stmt.order_by(AuditEntry.occurred_at.desc(), AuditEntry.id.desc()).limit(limit + 1)

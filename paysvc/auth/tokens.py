@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,14 +22,41 @@ class Claims:
     expires_at: dt.datetime
 
 
+CACHE_SIZE = 10_000  # verified tokens kept (cleared whole when full: a bound, not an LRU)
+
+
 class TokenVerifier:
-    def __init__(self, secret: str, issuer: str | None = None, audience: str | None = None) -> None:
+    def __init__(
+        self,
+        secret: str,
+        issuer: str | None = None,
+        audience: str | None = None,
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self._secret = secret
+        self._now = now
         self._issuer = issuer
         self._audience = audience
+        # token -> its claims, once verified; served until `exp` (a client sends the same token
+        # many times, and checking the signature and claims again is most of an auth's cost).
+        self._verified: dict[str, Claims] = {}
 
     def verify(self, token: str) -> Claims:
         """HS256 only, `exp` required, `iss`/`aud` when configured; `sub` or `user_id`."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at.timestamp() > self._now():
+                return cached
+            del self._verified[token]
+            raise AuthenticationFailed("The token has expired", code="token_expired")
+        claims = self._decode(token)
+        if len(self._verified) >= CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _decode(self, token: str) -> Claims:
         try:
             payload: dict[str, Any] = jwt.decode(
                 token,

@@ -10,6 +10,7 @@ deadlocks are retried a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from paysvc.keys import repository as keys_repository
 from paysvc.keys.keyring import Keyring
 
 T = TypeVar("T")
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 _RETRYABLE_PG = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_ANALYSIS_LIMIT = 1000  # rows sampled per index by ANALYZE (approximate, fast)
+SQLITE_OPTIMIZE_INTERVAL = 3600.0  # seconds between PRAGMA optimize in a running server
 
 
 def async_url(url: str) -> str:
@@ -108,6 +112,7 @@ class Database:
             self.engine, expire_on_commit=False, info={"keyring": keyring}
         )
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._active_key_recorded = False  # see paysvc.keys.models.KeyInUse
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -147,7 +152,15 @@ class Database:
             try:
                 yield session
                 if write:
+                    # The first commit after this process encrypted or MACed anything under its
+                    # active key records that key as in use, in the same transaction.
+                    recording = self.keyring.used_active and not self._active_key_recorded
+                    if recording:
+                        await keys_repository.record_in_use(
+                            session, self.keyring.active_id, dt.datetime.now(dt.UTC)
+                        )
                     await session.commit()
+                    self._active_key_recorded = self._active_key_recorded or recording
                 # A read-only unit of work ends when the session closes (no expiry of results).
             except BaseException:
                 await session.rollback()
@@ -172,5 +185,23 @@ class Database:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
+    async def optimize(self) -> None:
+        """SQLite: give the query planner statistics (`ANALYZE` the first time, then `PRAGMA
+        optimize`, which re-analyzes only what changed a lot), each bounded by
+        `analysis_limit` so it takes milliseconds at any size. PostgreSQL's autovacuum does it."""
+        if not self.is_sqlite:
+            return
+        async with self.engine.begin() as connection:
+            await connection.exec_driver_sql(f"PRAGMA analysis_limit={SQLITE_ANALYSIS_LIMIT}")
+            analyzed = await connection.exec_driver_sql(
+                "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
+            )
+            await connection.exec_driver_sql("PRAGMA optimize" if analyzed.first() else "ANALYZE")
+
     async def dispose(self) -> None:
+        if self.is_sqlite:
+            try:
+                await self.optimize()
+            except DBAPIError as error:  # never block a shutdown on statistics
+                log.warning("PRAGMA optimize at close failed: %s", type(error).__name__)
         await self.engine.dispose()

@@ -1,10 +1,12 @@
 """Every model, imported once so that the metadata is complete (Alembic, tests)."""
 
-from paysvc.audit.models import AuditEntry
+from paysvc.admin.models import PaymentDailyTotal
+from paysvc.audit.models import AuditCheckpoint, AuditEntry
 from paysvc.db.base import Base
 from paysvc.disputes.models import Dispute
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
 from paysvc.idempotency.models import IdempotencyKey
+from paysvc.keys.models import KeyHolder, KeyInUse
 from paysvc.operations.models import Operation
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.refunds.models import Refund
@@ -13,11 +15,15 @@ from paysvc.webhooks.models import WebhookEvent
 metadata = Base.metadata
 
 __all__ = [
+    "AuditCheckpoint",
     "AuditEntry",
     "Dispute",
     "IdempotencyKey",
+    "KeyHolder",
+    "KeyInUse",
     "Operation",
     "Payment",
+    "PaymentDailyTotal",
     "PaymentEvent",
     "Refund",
     "SandboxCharge",

@@ -221,35 +221,49 @@ class IdempotencyService:
         record.updated_at = now
         return Claim(record.id, now)
 
-    async def complete(self, claim: Claim, status: int, body: str) -> None:
-        """Store the result of an execution for replay."""
+    async def complete(self, claim: Claim, status: int, body: str) -> StoredResponse | None:
+        """Store the result of an execution for replay. If a retry that re-attached meanwhile
+        (this execution outlived the take-over) stored its outcome first, that one stands and
+        is returned: answer with it, so that one key has one outcome."""
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession) -> StoredResponse | None:
             record = await self._owned(session, claim)
             if record is None:
-                return
-            record.state = KeyState.DONE
-            record.response_status = status
-            record.response_body = body
-            record.locked_at = None
-            record.updated_at = self.clock.now()
+                return await self._stored(session, claim.record_id)
+            self._store(record, status, body)
+            return None
 
-        await self.db.run(work)
+        return await self.db.run(work)
 
-    async def complete_reattached(self, reattach: Reattach, status: int, body: str) -> None:
-        """Store the outcome a re-attached retry answered with, for later replays."""
+    async def complete_reattached(
+        self, reattach: Reattach, status: int, body: str
+    ) -> StoredResponse | None:
+        """Store the outcome a re-attached retry answered with, for later replays. If the
+        first attempt (still running when the retry re-attached) stored its result first,
+        that one stands and is returned: answer with it."""
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession) -> StoredResponse | None:
             record = await IdempotencyRepository(session).get(reattach.record_id)
             if record is None or record.state != KeyState.IN_FLIGHT:
-                return
-            record.state = KeyState.DONE
-            record.response_status = status
-            record.response_body = body
-            record.locked_at = None
-            record.updated_at = self.clock.now()
+                return await self._stored(session, reattach.record_id)
+            self._store(record, status, body)
+            return None
 
-        await self.db.run(work)
+        return await self.db.run(work)
+
+    def _store(self, record: IdempotencyKey, status: int, body: str) -> None:
+        record.state = KeyState.DONE
+        record.response_status = status
+        record.response_body = body
+        record.locked_at = None
+        record.updated_at = self.clock.now()
+
+    @staticmethod
+    async def _stored(session: AsyncSession, record_id: str) -> StoredResponse | None:
+        record = await IdempotencyRepository(session).get(record_id)
+        if record is None or record.state != KeyState.DONE or record.response_status is None:
+            return None
+        return StoredResponse(record.response_status, record.response_body or "", record.request_id)
 
     async def forget(self, reattach: Reattach) -> None:
         """A re-attached request whose first attempt certainly did nothing: free the key."""

@@ -21,14 +21,38 @@ def key_id(key: bytes) -> str:
 
 
 class Keyring:
-    """The active key encrypts; the active and retired keys decrypt."""
+    """The active key encrypts; the active, retired and next keys decrypt.
 
-    def __init__(self, active: bytes, retired: tuple[bytes, ...] = ()) -> None:
-        if len(active) != 32 or any(len(k) != 32 for k in retired):
+    `next` keys are readable before any instance makes them active (phase 1 of a rolling
+    rotation); `retired` keys stay readable after (until `keys rotate` has moved everything)."""
+
+    def __init__(
+        self, active: bytes, retired: tuple[bytes, ...] = (), next: tuple[bytes, ...] = ()
+    ) -> None:
+        if len(active) != 32 or any(len(k) != 32 for k in (*retired, *next)):
             raise ValueError("encryption keys must be 32 bytes")
         self.active_id = key_id(active)
-        self._keys = {key_id(k): AESGCM(k) for k in (*retired, active)}
-        self._raw = {key_id(k): k for k in (*retired, active)}
+        self.next_ids = frozenset(key_id(k) for k in next) - {self.active_id}
+        self._keys = {key_id(k): AESGCM(k) for k in (*retired, *next, active)}
+        self._raw = {key_id(k): k for k in (*retired, *next, active)}
+        self.used_active = False  # set once anything is encrypted or MACed under the active key
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[Keyring], tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]]]:
+        """Picklable for worker processes (the AES objects are rebuilt from the raw keys)."""
+        others = {kid: k for kid, k in self._raw.items() if kid != self.active_id}
+        retired = tuple(k for kid, k in others.items() if kid not in self.next_ids)
+        upcoming = tuple(k for kid, k in others.items() if kid in self.next_ids)
+        return (Keyring, (self._raw[self.active_id], retired, upcoming))
+
+    def state(self, kid: str) -> str:
+        """active, next, retired, or unknown (not in this keyring)."""
+        if kid == self.active_id:
+            return "active"
+        if kid in self.next_ids:
+            return "next"
+        return "retired" if kid in self._keys else "unknown"
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -41,11 +65,13 @@ class Keyring:
         made under a retired key (audit MACs) can still be checked after a rotation.
         """
         kid = self.active_id if key_id is None else key_id
+        self.used_active = self.used_active or kid == self.active_id
         if kid not in self._raw:
             raise DecryptionError(f"no key {kid!r} to derive from")
         return hashlib.sha256(b"paysvc-derive:" + purpose.encode() + b":" + self._raw[kid]).digest()
 
     def encrypt(self, plaintext: str, associated: str) -> str:
+        self.used_active = True
         nonce = os.urandom(12)
         sealed = self._keys[self.active_id].encrypt(nonce, plaintext.encode(), associated.encode())
         return f"{_VERSION}:{self.active_id}:{base64.b64encode(nonce + sealed).decode()}"

@@ -3,14 +3,18 @@ still need re-encryption."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from paysvc.db.base import Base
 from paysvc.db.encrypted import EncryptedModel
+from paysvc.keys.models import KeyHolder, KeyInUse
 
 # An envelope is "v1:<key id>:<base64>"; key ids are 12 hex characters (see keyring.key_id).
 ENVELOPE_PREFIX = "v1:"
@@ -93,5 +97,79 @@ async def rows_not_under(
     return list((await session.scalars(stmt)).all())
 
 
+async def values_not_under(
+    session: AsyncSession,
+    model: type[EncryptedModel],
+    key_id: str,
+    after: Any,
+    limit: int,
+) -> list[tuple[Any, dict[str, str | None]]]:
+    """(primary key, {encrypted column: envelope}) of rows with a value not under `key_id`,
+    by primary key after `after`: plain columns, nothing decrypted or locked."""
+    primary_key = _primary_key(model)
+    columns = _columns(model)
+    stmt = select(primary_key, *columns).where(_not_under(model, key_id))
+    if after is not None:
+        stmt = stmt.where(primary_key > after)
+    rows = (await session.execute(stmt.order_by(primary_key).limit(limit))).all()
+    return [(row[0], {c.key: row[n + 1] for n, c in enumerate(columns)}) for row in rows]
+
+
+async def replace_values(
+    session: AsyncSession, model: type[EncryptedModel], changes: list[tuple[Any, str, str, str]]
+) -> None:
+    """Bulk compare-and-set of (primary key, column, old envelope, new envelope): a value
+    changed since it was read (a request wrote it, under the active key) is left alone."""
+    table: Any = getattr(model, "__table__")  # noqa: B009 - typed access to the mapped table
+    key = table.c[_primary_key(model).key]
+    by_column: dict[str, list[dict[str, Any]]] = {}
+    for row_id, column, old, new in changes:
+        by_column.setdefault(column, []).append({"b_id": row_id, "b_old": old, "b_new": new})
+    for column, params in by_column.items():
+        stmt = (
+            update(table)
+            .where(key == bindparam("b_id"), table.c[column] == bindparam("b_old"))
+            .values({column: bindparam("b_new")})
+        )
+        await session.execute(stmt, params)
+
+
 def primary_key_of(row: EncryptedModel) -> Any:
     return getattr(row, _primary_key(type(row)).key)
+
+
+# --- the record of key ids in use and of the instances holding keys ----------------------------
+
+
+def _insert(session: AsyncSession, model: Any) -> Any:
+    """INSERT … with ON CONFLICT support on either dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert(model)
+    return sqlite_insert(model)
+
+
+async def record_in_use(session: AsyncSession, key_id: str, now: dt.datetime) -> None:
+    stmt = _insert(session, KeyInUse).values(key_id=key_id, since=now)
+    await session.execute(stmt.on_conflict_do_nothing(index_elements=["key_id"]))
+
+
+async def keys_in_use(session: AsyncSession) -> set[str]:
+    return set(await session.scalars(select(KeyInUse.key_id)))
+
+
+async def forget_keys_in_use(session: AsyncSession, key_ids: set[str]) -> None:
+    if key_ids:
+        await session.execute(delete(KeyInUse).where(KeyInUse.key_id.in_(sorted(key_ids))))
+
+
+async def save_holder(session: AsyncSession, holder: KeyHolder) -> None:
+    await session.merge(holder)
+
+
+async def holders(session: AsyncSession, seen_after: dt.datetime) -> list[KeyHolder]:
+    stmt = select(KeyHolder).where(KeyHolder.seen_at >= seen_after)
+    return list(await session.scalars(stmt.order_by(KeyHolder.instance_id)))
+
+
+async def remove_holder(session: AsyncSession, instance_id: str) -> None:
+    await session.execute(delete(KeyHolder).where(KeyHolder.instance_id == instance_id))

@@ -1,19 +1,29 @@
 """Key status and rotation: re-encrypt every encrypted value under the active key.
 
-Rotation runs while the service serves requests: small write transactions (one batch of rows
-each, rows locked), each with its own audit entry. It is resumable by construction: every pass
-selects only rows that still hold a value under another key, so an interrupted rotation is
-finished by running it again. After the data, the audit chain's MACs are moved to the active key
-too (see `paysvc.audit.chain`), so that once `status` and `audit_key_usage` list only the active
-key, retired keys can be removed from ENCRYPTION_KEYS_RETIRED.
+Rotation runs while the service serves requests: each batch is read and re-encrypted outside
+any transaction that writes, then stored in one short write transaction (a bulk compare-and-set:
+a value a request changed meanwhile is left as the request wrote it), with its own audit entry.
+It is resumable by construction: every pass selects only rows that still hold a value under
+another key, so an interrupted rotation is finished by running it again. After the data, the
+audit chain's MACs are moved to the active key too (see `paysvc.audit.chain`), so that once
+`status` and `audit_key_usage` list only the active key, retired keys can be removed.
 
-Operator sequence: set ENCRYPTION_KEY to the new key and move the old one into
-ENCRYPTION_KEYS_RETIRED; restart the instances; run `paysvc keys rotate`; check `keys status`.
+Operator sequence (a rolling rotation, two phases; README "Rotating the encryption key"):
+1. add the new key to ENCRYPTION_KEYS_NEXT on every instance, restarting them one at a time
+   (`keys status` shows when every live instance can read it);
+2. make it ENCRYPTION_KEY and move the old one to ENCRYPTION_KEYS_RETIRED, again one at a time;
+3. run `paysvc keys rotate`; once `keys status` lists no value under the old key, drop it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import secrets
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,8 +35,14 @@ from paysvc.clock import SystemClock
 from paysvc.db.encrypted import EncryptedModel
 from paysvc.db.engine import Database
 from paysvc.keys import repository
+from paysvc.keys.keyring import Keyring
+from paysvc.keys.models import KeyHolder
 
 Progress = Callable[[int, int], None]
+# Rows per batch. Each batch is read and re-encrypted with no lock held, then written in one
+# short transaction (a bulk compare-and-set), so serving writes wait at most one such slice.
+ROTATE_BATCH = 500
+SQLITE_WRITE_SLICE = 100  # values per write transaction on SQLite
 
 
 async def status(db: Database) -> dict[str, int]:
@@ -44,18 +60,88 @@ async def audit_key_usage(db: Database) -> dict[str, int]:
     return await chain.key_usage(db)
 
 
-async def unreadable(db: Database) -> dict[str, int]:
-    """Values and audit MACs under key ids missing from the keyring (a wrong ENCRYPTION_KEY, or
-    a retired key dropped too early), per key id; empty when everything can be read.
+async def unreadable(db: Database) -> set[str]:
+    """Key ids that stored data may be under (the small `KeyInUse` record, not a scan of every
+    value) and that this keyring cannot read: empty when every row can be read. A key that some
+    instance merely has active, with nothing written under it yet, is not counted."""
+    async with db.transaction(write=False) as session:
+        in_use = await repository.keys_in_use(session)
+    return in_use - set(db.keyring.key_ids)
 
-    Scans the encrypted columns once (a start-up check: a second or so per million rows)."""
-    known = set(db.keyring.key_ids)
-    missing: dict[str, int] = {}
-    for counts in (await status(db), await audit_key_usage(db)):
-        for key_id, count in counts.items():
-            if key_id not in known:
-                missing[key_id] = missing.get(key_id, 0) + count
-    return missing
+
+# --- instances and the rolling rotation ------------------------------------------------------
+
+HOLDER_HEARTBEAT = 300.0  # seconds between an instance's refreshes of its KeyHolder row
+HOLDER_LIVE = dt.timedelta(seconds=3 * HOLDER_HEARTBEAT)
+
+
+def instance_id() -> str:
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+async def hold(db: Database, instance: str, started_at: dt.datetime, now: dt.datetime) -> None:
+    """Record (or refresh) which keys this instance writes with and can read."""
+    holder = KeyHolder(
+        instance_id=instance,
+        active_key_id=db.keyring.active_id,
+        readable_key_ids=",".join(sorted(db.keyring.key_ids)),
+        started_at=started_at,
+        seen_at=now,
+    )
+    await db.run(lambda session: repository.save_holder(session, holder))
+
+
+async def release(db: Database, instance: str) -> None:
+    await db.run(lambda session: repository.remove_holder(session, instance))
+
+
+@dataclass(frozen=True, slots=True)
+class HolderReport:
+    instance_id: str
+    active_key_id: str
+    readable_key_ids: tuple[str, ...]
+    seen_at: dt.datetime
+    cannot_read: tuple[str, ...]  # keys in use or active elsewhere that it cannot read
+
+    @property
+    def safe(self) -> bool:
+        return not self.cannot_read
+
+
+async def rollout(db: Database, now: dt.datetime) -> list[HolderReport]:
+    """Every live instance, and whether its configuration can read everything stored and
+    everything the other live instances may write (their active keys)."""
+    async with db.transaction(write=False) as session:
+        in_use = await repository.keys_in_use(session)
+        live = await repository.holders(session, now - HOLDER_LIVE)
+    needed = in_use | {holder.active_key_id for holder in live}
+    reports = []
+    for holder in live:
+        readable = tuple(k for k in holder.readable_key_ids.split(",") if k)
+        reports.append(
+            HolderReport(
+                holder.instance_id,
+                holder.active_key_id,
+                readable,
+                holder.seen_at,
+                tuple(sorted(needed - set(readable))),
+            )
+        )
+    return reports
+
+
+async def forget_unused_keys(db: Database, now: dt.datetime) -> set[str]:
+    """After a rotation: drop from the in-use record the keys that no value and no audit MAC
+    is under any more and that no live instance has active. Returns the ids dropped."""
+    used = {k for counts in (await status(db), await audit_key_usage(db)) for k in counts}
+    active = {report.active_key_id for report in await rollout(db, now)} | {db.keyring.active_id}
+
+    async def work(session: AsyncSession) -> set[str]:
+        unused = await repository.keys_in_use(session) - used - active
+        await repository.forget_keys_in_use(session, unused)
+        return unused
+
+    return await db.run(work)
 
 
 async def pending(db: Database) -> int:
@@ -73,7 +159,7 @@ async def rotate(
     *,
     actor: Actor = SYSTEM,
     audit: AuditLog | None = None,
-    batch_size: int = 100,
+    batch_size: int = ROTATE_BATCH,
     progress: Progress | None = None,
 ) -> int:
     """Re-encrypt every row (and re-MAC every audit entry) not fully under the active key.
@@ -99,58 +185,80 @@ async def rotate(
             progress(done, total)
 
     for model in repository.encrypted_models():
+        table = repository.table_name(model)
+        fields = {field.column: name for name, field in model.__encrypted__.items()}
         after: Any = None
         while True:
 
-            async def reencrypt(
+            async def read(
                 session: AsyncSession, model: type[EncryptedModel] = model, after: Any = after
-            ) -> tuple[int, Any]:
-                rows = await repository.rows_not_under(session, model, active, after, batch_size)
-                if not rows:
-                    return 0, None
-                old_keys = sorted(set().union(*(row.key_ids() for row in rows)) - {active})
-                for row in rows:
-                    row.reseal()
-                await session.flush()  # before_flush seals every value under the active key
-                audit.record(
-                    session,
-                    actor,
-                    "keys.rotate",
-                    "encryption_key",
-                    active,
-                    details={
-                        "table": repository.table_name(model),
-                        "rows": len(rows),
-                        "from_keys": old_keys,
-                    },
-                )
-                return len(rows), repository.primary_key_of(rows[-1])
+            ) -> list[tuple[Any, dict[str, str | None]]]:
+                return await repository.values_not_under(session, model, active, after, batch_size)
 
-            count, after = await db.run(reencrypt)
-            if count == 0:
+            # Read and re-encrypt outside any write lock; the write is one short bulk update.
+            rows = await db.run(read, write=False)
+            if not rows:
                 break
-            advance(count)
+            changes, old_keys = [], set()
+            for row_id, values in rows:
+                for column, envelope in values.items():
+                    if envelope is None or Keyring.key_id_of(envelope) == active:
+                        continue
+                    old_keys.add(Keyring.key_id_of(envelope))
+                    associated = f"{table}.{fields[column]}.{row_id}"
+                    plain = keyring.decrypt(envelope, associated)  # DecryptionError: tampered
+                    changes.append((row_id, column, envelope, keyring.encrypt(plain, associated)))
+
+            details = {"table": table, "rows": len(rows), "from_keys": sorted(old_keys)}
+
+            async def write(
+                session: AsyncSession,
+                model: type[EncryptedModel] = model,
+                changes: list[tuple[Any, str, str, str]] = changes,
+                details: dict[str, Any] = details,
+            ) -> None:
+                await repository.replace_values(session, model, changes)
+                audit.record(
+                    session, actor, "keys.rotate", "encryption_key", active, details=details
+                )
+
+            # SQLite: several short write slices, so a serving write (another process, which
+            # SQLite makes poll for the lock) never waits long; PostgreSQL locks rows only.
+            step = SQLITE_WRITE_SLICE if db.is_sqlite else len(changes) or 1
+            for first in range(0, max(1, len(changes)), step):
+                part = changes[first : first + step]
+                rows_in_part = len({row_id for row_id, *_ in part})
+                await db.run(
+                    partial(write, changes=part, details={**details, "rows": rows_in_part})
+                )
+            after = rows[-1][0]
+            advance(len(rows))
 
     after_seq = 0
     while True:
 
-        async def remac(session: AsyncSession, after_seq: int = after_seq) -> chain.RemacBatch:
-            batch = await chain.remac_batch(session, keyring, after_seq=after_seq, limit=batch_size)
-            if batch.changed or batch.skipped:
-                audit.record(
-                    session,
-                    actor,
-                    "keys.rotate_audit_macs",
-                    "encryption_key",
-                    active,
-                    outcome="success" if not batch.skipped else "partial",
-                    details={"entries": batch.changed, "skipped_bad_mac": batch.skipped},
-                )
-            return batch
+        async def plan(session: AsyncSession, after_seq: int = after_seq) -> chain.RemacBatch:
+            return await chain.remac_batch(session, keyring, after_seq=after_seq, limit=batch_size)
 
-        batch = await db.run(remac)
+        batch = await db.run(plan, write=False)  # MACs computed with no lock held
         if batch.last_seq is None:
             break
+
+        async def store(session: AsyncSession, batch: chain.RemacBatch = batch) -> None:
+            await chain.store_macs(session, batch.changes)
+            audit.record(
+                session,
+                actor,
+                "keys.rotate_audit_macs",
+                "encryption_key",
+                active,
+                outcome="success" if not batch.skipped else "partial",
+                details={"entries": len(batch.changes), "skipped_bad_mac": batch.skipped},
+            )
+
+        if batch.changes or batch.skipped:
+            await db.run(store)
         after_seq = batch.last_seq
-        advance(batch.changed)
+        advance(len(batch.changes))
+    await forget_unused_keys(db, dt.datetime.now(dt.UTC))
     return done

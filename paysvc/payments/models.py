@@ -49,6 +49,7 @@ class Payment(EncryptedModel, Base):
         ),
         Index("ix_payments_created", "created_at", "id"),
         Index("ix_payments_customer_created", "customer_id", "created_at", "id"),
+        Index("ix_payments_status_created", "status", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -59,7 +60,7 @@ class Payment(EncryptedModel, Base):
     amount_capturable: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_captured: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
-    status: Mapped[str] = mapped_column(String(24), index=True)
+    status: Mapped[str] = mapped_column(String(24))
     capture_method: Mapped[str] = mapped_column(String(12))
     payment_method_enc: Mapped[str | None] = mapped_column(Text)
     card_type: Mapped[str | None] = mapped_column(String(16))

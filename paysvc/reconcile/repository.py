@@ -6,10 +6,11 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from paysvc.db.pagination import beyond
 from paysvc.operations.models import Operation
 from paysvc.operations.states import OPEN
 from paysvc.payments.models import Payment
@@ -102,13 +103,7 @@ class ReconcileRepository:
             ),
         )
         if after is not None:
-            created, last_id = after
-            query = query.where(
-                or_(
-                    Payment.created_at > created,
-                    and_(Payment.created_at == created, Payment.id > last_id),
-                )
-            )
+            query = query.where(beyond((Payment.created_at, Payment.id), after, descending=False))
         query = query.order_by(Payment.created_at, Payment.id).limit(limit)
         rows = (await self.session.execute(query)).all()
         return [PaymentSnapshot(*row) for row in rows]
@@ -140,13 +135,7 @@ class ReconcileRepository:
             )
         )
         if after is not None:
-            created, last_id = after
-            query = query.where(
-                or_(
-                    Refund.created_at > created,
-                    and_(Refund.created_at == created, Refund.id > last_id),
-                )
-            )
+            query = query.where(beyond((Refund.created_at, Refund.id), after, descending=False))
         query = query.order_by(Refund.created_at, Refund.id).limit(limit)
         rows = (await self.session.execute(query)).all()
         return [RefundSnapshot(*row) for row in rows]

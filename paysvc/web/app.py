@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from paysvc.audit.chain import AuditSealer
 from paysvc.bootstrap import Container
+from paysvc.db.engine import SQLITE_OPTIMIZE_INTERVAL
+from paysvc.keys import service as keys
 from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.guards import RATE_LIMITS, ip_rate_limit, pci_guard, principal_rate_limit
@@ -76,6 +79,17 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     setup_docs(app)  # the spec is built at start-up, from every route added by then
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
+        # Which keys this instance writes with and reads (`keys status`, rolling rotations).
+        # Best effort: a database that is down must not stop the app (it answers 503 on
+        # /health/ready); the heartbeat records the instance once the database is back.
+        instance, started = keys.instance_id(), container.clock.now()
+
+        async def hold() -> None:
+            await keys.hold(container.db, instance, started, container.clock.now())
+
+        with contextlib.suppress(SQLAlchemyError, OSError):
+            await hold()
+        heartbeat = asyncio.create_task(_repeat(keys.HOLDER_HEARTBEAT, hold))
         sealer = AuditSealer(container.db, container.keyring)
         container.audit.on_commit = sealer.wake  # entries are chained just after their commit
         task = asyncio.create_task(sealer.run(), name="paysvc-audit-sealer")
@@ -89,6 +103,11 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
                 "the audit sealer did not stop in time; entries left unsealed are sealed "
                 "by the next instance or `paysvc audit verify` reports them"
             )
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        with contextlib.suppress(SQLAlchemyError, OSError):
+            await keys.release(container.db, instance)
         if remote is not None:
             await remote.close()
         if own_container:
@@ -98,6 +117,8 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.cleanup_ctx.append(_rejection_flusher(container))
     if settings.reconcile_interval > 0:
         app.cleanup_ctx.append(_background_reconciler(container, settings.reconcile_interval))
+    if container.db.is_sqlite:
+        app.cleanup_ctx.append(_every(SQLITE_OPTIMIZE_INTERVAL, container.db.optimize))
     return app
 
 
@@ -121,6 +142,30 @@ def _rejection_flusher(
         yield
         stop.set()
         await task
+
+    return run
+
+
+async def _repeat(interval: float, job: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await job()
+        except Exception:
+            log.exception("periodic %s failed; will retry", getattr(job, "__name__", job))
+
+
+def _every(
+    interval: float, job: Callable[[], Awaitable[None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Run `job` every `interval` seconds while the app runs (failures are logged)."""
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_repeat(interval, job))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     return run
 

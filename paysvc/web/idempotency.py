@@ -14,6 +14,7 @@ from paysvc.idempotency.service import (
     Claim,
     KeyedRequest,
     Reattach,
+    StoredResponse,
     fingerprint,
     in_use,
     valid_key,
@@ -60,13 +61,7 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
     if isinstance(outcome, Reattach):
         return await _reattach(request, outcome)
     if not isinstance(outcome, Claim):
-        replay = web.Response(
-            status=outcome.status, text=outcome.body, content_type="application/json"
-        )
-        replay.headers["Idempotent-Replayed"] = "true"
-        if outcome.request_id:
-            replay.headers["Original-Request"] = outcome.request_id
-        return replay
+        return _replay(outcome)
     claimed = CURRENT_CLAIM.set(outcome)  # phase 1 records what it creates on the key's row
     try:
         response = await respond(request, handler)
@@ -75,7 +70,9 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
     try:
         if isinstance(response, web.Response) and _is_result(response):
             assert isinstance(response.body, bytes)
-            await service.complete(outcome, response.status, response.body.decode())
+            stored = await service.complete(outcome, response.status, response.body.decode())
+            if stored is not None:  # a re-attached retry answered first: one key, one outcome
+                return _replay(stored)
         else:
             await service.release(outcome, outage=_code(response) == "service_unavailable")
     except Exception:
@@ -99,10 +96,22 @@ async def _reattach(request: web.Request, reattach: Reattach) -> web.Response:
     response.headers["Idempotent-Replayed"] = "true"
     if _is_result(response):
         assert isinstance(response.body, bytes)
-        await container.idempotency.complete_reattached(reattach, status, response.body.decode())
+        stored = await container.idempotency.complete_reattached(
+            reattach, status, response.body.decode()
+        )
+        if stored is not None:  # the first attempt outlived the take-over and answered first
+            return _replay(stored)
     else:
         await container.idempotency.forget(reattach)  # nothing moved: the key is free again
     return response
+
+
+def _replay(stored: StoredResponse) -> web.Response:
+    replay = web.Response(status=stored.status, text=stored.body, content_type="application/json")
+    replay.headers["Idempotent-Replayed"] = "true"
+    if stored.request_id:
+        replay.headers["Original-Request"] = stored.request_id
+    return replay
 
 
 def _code(response: web.StreamResponse) -> str | None:

@@ -236,6 +236,8 @@ COMMANDS = [
     ["audit", "verify"],
     ["audit", "head"],
     ["audit", "export"],
+    ["admin"],
+    ["admin", "rebuild-rollup"],
 ]
 
 

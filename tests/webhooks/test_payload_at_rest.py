@@ -134,6 +134,8 @@ def test_the_migration_encrypts_existing_payloads(empty_url: str) -> None:
     migrate.upgrade(empty_url, keyring=keyring)
     envelope = asyncio.run(_sql(empty_url, "SELECT payload_enc FROM webhook_events"))
     assert keyring.decrypt(envelope, "webhook_events.payload.evt_old") == body
+    in_use = asyncio.run(_sql(empty_url, "SELECT key_id FROM encryption_keys_in_use"))
+    assert in_use == keyring.active_id
     assert "jane.roe" not in envelope
 
     migrate.downgrade(empty_url, before, keyring=keyring)

@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""Benchmark the hot path over HTTP against `paysvc serve`, with a bare aiohttp handler as the
+ceiling measured in the same run.
+
+Starts `paysvc serve` exactly as a user does (SQLite file + sandbox gateway; and, when
+PAYSVC_TEST_DATABASE_URL is set, a scratch PostgreSQL database served by 1 and then 2
+processes), starts a bare aiohttp JSON handler answering the same routes, and drives both from
+this process (a separate process from every server) at each concurrency for a fixed time:
+
+    create   POST /payments/intents
+    get      GET /payments/{id}
+    flow     POST /payments/intents then POST /payments/{id}/confirm (one "request" = one flow)
+    flow_key the same flow with an Idempotency-Key on both requests
+
+For each cell: requests/s, p50/p99 latency and server CPU per request (utime+stime from
+/proc/PID/stat of the server processes, before and after), each also as a ratio to the bare
+handler in the same cell. Prints a table on stderr and one JSON object on stdout.
+
+    scripts/bench                       # ~4 s per cell (default)
+    scripts/bench --seconds 2 --concurrency 1,32 --scenarios create,flow
+    scripts/bench --quick               # a few seconds of tiny load: checks that it works
+
+The machine running this is usually shared: absolute numbers move with its load; the ratios
+to the ceiling measured in the same run are what to compare between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+import pg_scratch  # noqa: E402
+
+from paysvc.auth.principal import Role  # noqa: E402
+from paysvc.auth.tokens import TokenVerifier  # noqa: E402
+
+SCENARIOS = ("create", "get", "flow", "flow_key")
+CUSTOMERS = 16
+TICK = os.sysconf("SC_CLK_TCK")
+
+# The ceiling: aiohttp with no middleware, parsing the same JSON bodies and answering the same
+# routes with a small JSON document. Plain asyncio loop, stdlib json: aiohttp as it comes.
+BARE_SERVER = """
+import itertools, json, sys
+from aiohttp import web
+ids = itertools.count()
+async def create(request):
+    body = await request.json()
+    return web.json_response({"id": f"pi_{next(ids)}", "status": "pending", **body}, status=201)
+async def confirm(request):
+    body = await request.json()
+    return web.json_response({"id": request.match_info["id"], "status": "captured", **body})
+async def get(request):
+    return web.json_response({"id": request.match_info["id"], "status": "pending"})
+async def health(request):
+    return web.json_response({"status": "ok"})
+app = web.Application()
+app.add_routes([web.post("/payments/intents", create), web.post("/payments/{id}/confirm", confirm),
+                web.get("/payments/{id}", get), web.get("/health", health)])
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+@dataclass
+class Server:
+    label: str
+    processes: list[subprocess.Popen[bytes]]
+    bases: list[str]
+    idle_rss_mb: float = 0.0
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for process in self.processes:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total / TICK
+
+    def rss_mb(self) -> float:
+        total = 0
+        for process in self.processes:
+            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total / 1024
+
+
+@dataclass
+class Cell:
+    requests: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    cpu: float = 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        ordered = sorted(self.latencies) or [0.0]
+
+        def pct(p: float) -> float:
+            return round(1000 * ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 2)
+
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "req_per_s": round(self.requests / self.elapsed, 1) if self.elapsed else 0.0,
+            "p50_ms": pct(50),
+            "p99_ms": pct(99),
+            "cpu_ms_per_req": round(1000 * self.cpu / self.requests, 3) if self.requests else 0.0,
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(
+                    f"server exited ({process.returncode}):\n{log.read_text()[-3000:]}"
+                )
+            try:
+                async with session.get(base + "/health") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"server at {base} not ready after 120 s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def started(
+    label: str, commands: list[tuple[list[str], dict[str, str]]], work: Path
+) -> Iterator[Server]:
+    """Start each command (one per process) and wait for /health; stop them all at the end."""
+    server = Server(label, [], [])
+    try:
+        for n, (command, env) in enumerate(commands):
+            port = free_port()
+            log = work / f"{label}-{n}.log"
+            with log.open("wb") as sink:
+                process = subprocess.Popen(  # noqa: S603 - our own interpreter and entry points
+                    [*command, str(port)],
+                    env={**os.environ, **env},
+                    stdout=subprocess.DEVNULL,  # the JSON access log, as a user would ship it away
+                    stderr=sink,
+                    cwd=work,
+                )
+            server.processes.append(process)
+            base = f"http://127.0.0.1:{port}"
+            asyncio.run(wait_ready(base, process, log))
+            server.bases.append(base)
+        time.sleep(0.5)
+        server.idle_rss_mb = round(server.rss_mb(), 1)
+        yield server
+    finally:
+        for process in server.processes:
+            process.terminate()
+        for process in server.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def paysvc_commands(
+    database_url: str, processes: int, secret: str, key: str
+) -> list[tuple[list[str], dict[str, str]]]:
+    env = {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET_KEY": secret,
+        "ENCRYPTION_KEY": key,
+        "PAYMENT_GATEWAY": "sandbox",
+        "RATE_LIMIT_PER_SECOND": "1000000",
+        "RATE_LIMIT_BURST": "1000000",
+    }
+    paysvc = str(Path(sys.executable).parent / "paysvc")
+    return [([paysvc, "serve", "--host", "127.0.0.1", "--port"], env)] * processes
+
+
+async def drive(
+    server: Server, scenario: str, concurrency: int, seconds: float, minimum: int, tokens: list[str]
+) -> Cell:
+    cell = Cell()
+    run = secrets.token_hex(4)
+    counter = iter(range(10**9))
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def call(method: str, url: str, token: str, body: Any, key: str | None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"}
+            if key:
+                headers["Idempotency-Key"] = key
+            async with session.request(method, url, json=body, headers=headers) as response:
+                payload = await response.json()
+                if response.status >= 300:
+                    raise RuntimeError(f"{method} {url}: {response.status} {payload}")
+                return payload
+
+        async def create(base: str, n: int, key: bool) -> str:
+            body = {"order_id": f"b-{run}-{n}", "amount": 1000 + n % 5000, "currency": "usd"}
+            created = await call(
+                "POST",
+                base + "/payments/intents",
+                tokens[n % CUSTOMERS],
+                body,
+                f"c-{run}-{n}" if key else None,
+            )
+            return str(created["id"])
+
+        # GET reads payments created beforehand, each with its owner's token.
+        owned: list[tuple[str, str]] = []
+        if scenario == "get":
+            for n in range(2 * CUSTOMERS):
+                owned.append(
+                    (tokens[n % CUSTOMERS], await create(server.bases[0], next(counter), False))
+                )
+
+        async def one(base: str, n: int) -> None:
+            if scenario == "create":
+                await create(base, n, False)
+            elif scenario == "get":
+                token, payment = owned[n % len(owned)]
+                await call("GET", f"{base}/payments/{payment}", token, None, None)
+            else:
+                key = scenario == "flow_key"
+                payment = await create(base, n, key)
+                await call(
+                    "POST",
+                    f"{base}/payments/{payment}/confirm",
+                    tokens[n % CUSTOMERS],
+                    {"payment_method": "pm_card_visa"},
+                    f"f-{run}-{n}" if key else None,
+                )
+
+        async def worker(w: int, deadline: float, record: bool) -> None:
+            base = server.bases[w % len(server.bases)]
+            done = 0
+            while time.perf_counter() < deadline or (record and done < minimum):
+                n = next(counter)
+                began = time.perf_counter()
+                try:
+                    await one(base, n)
+                except (TimeoutError, RuntimeError, aiohttp.ClientError) as error:
+                    if record:
+                        cell.errors += 1
+                        if cell.errors == 1:
+                            print(f"  first error: {error}", file=sys.stderr)
+                    continue
+                finally:
+                    done += 1
+                if record:
+                    cell.latencies.append(time.perf_counter() - began)
+                    cell.requests += 1
+
+        # Warm up (connections, caches), then measure.
+        await asyncio.gather(
+            *(
+                worker(w, time.perf_counter() + min(1.0, seconds / 4), False)
+                for w in range(concurrency)
+            )
+        )
+        cpu_before, began = server.cpu_seconds(), time.perf_counter()
+        await asyncio.gather(*(worker(w, began + seconds, True) for w in range(concurrency)))
+        cell.elapsed = time.perf_counter() - began
+        cell.cpu = server.cpu_seconds() - cpu_before
+    return cell
+
+
+def ratio(mine: float, ceiling: float) -> float | None:
+    return round(mine / ceiling, 4) if ceiling else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per cell")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--no-postgresql", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny load: checks that it runs")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    if unknown := set(scenarios) - set(SCENARIOS):
+        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+    seconds, minimum = args.seconds, 20
+    if args.quick:
+        seconds, minimum, levels = 0.2, 3, [1, 2]
+
+    secret = secrets.token_urlsafe(48)
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    verifier = TokenVerifier(secret)
+    now = dt.datetime.now(dt.UTC)
+    tokens = [
+        verifier.mint(f"cus_{n}", Role.CUSTOMER, dt.timedelta(hours=2), now)
+        for n in range(CUSTOMERS)
+    ]
+
+    targets: list[tuple[str, str, int]] = []  # (backend, database url, processes)
+    scratch: list[str] = []
+    report: dict[str, Any] = {
+        "seconds_per_cell": seconds,
+        "concurrency": levels,
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+        "idle_rss_mb": {},
+        "results": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="paysvc-bench-") as tmp:
+        work = Path(tmp)
+        targets.append(("sqlite", f"sqlite:///{work}/bench.db", 1))
+        base_url = os.environ.get("PAYSVC_TEST_DATABASE_URL")
+        if base_url and not args.no_postgresql and not args.quick:
+            pg = pg_scratch.create(base_url, prefix="paysvc_bench")
+            scratch.append(pg)
+            targets += [("postgresql", pg, 1), ("postgresql", pg, 2)]
+        bare_command = [([sys.executable, "-c", BARE_SERVER], {})]
+        try:
+            with started("bare", bare_command, work) as bare:
+                report["idle_rss_mb"]["bare"] = bare.idle_rss_mb
+                ceiling: dict[tuple[str, int], dict[str, Any]] = {}
+                for scenario in scenarios:
+                    for level in levels:
+                        cell = asyncio.run(drive(bare, scenario, level, seconds, minimum, tokens))
+                        ceiling[scenario, level] = cell.summary()
+            for backend, url, processes in targets:
+                label = f"{backend}x{processes}"
+                with started(label, paysvc_commands(url, processes, secret, key), work) as server:
+                    report["idle_rss_mb"][label] = server.idle_rss_mb
+                    for scenario in scenarios:
+                        for level in levels:
+                            mine = asyncio.run(
+                                drive(server, scenario, level, seconds, minimum, tokens)
+                            ).summary()
+                            bare_cell = ceiling[scenario, level]
+                            report["results"].append(
+                                {
+                                    "backend": backend,
+                                    "processes": processes,
+                                    "scenario": scenario,
+                                    "concurrency": level,
+                                    **mine,
+                                    "ceiling": bare_cell,
+                                    "ratio": {
+                                        "req_per_s": ratio(
+                                            float(mine["req_per_s"]), float(bare_cell["req_per_s"])
+                                        ),
+                                        "cpu_ms_per_req": ratio(
+                                            float(mine["cpu_ms_per_req"]),
+                                            float(bare_cell["cpu_ms_per_req"]),
+                                        ),
+                                        "p50_ms": ratio(
+                                            float(mine["p50_ms"]), float(bare_cell["p50_ms"])
+                                        ),
+                                        "p99_ms": ratio(
+                                            float(mine["p99_ms"]), float(bare_cell["p99_ms"])
+                                        ),
+                                    },
+                                }
+                            )
+                            print_row(report["results"][-1])
+        finally:
+            for url in scratch:
+                pg_scratch.drop(url)
+    report["load_average_after"] = list(os.getloadavg())
+    print(f"idle RSS MB: {report['idle_rss_mb']}", file=sys.stderr)
+    print(json.dumps(report))
+
+
+HEADER = False
+
+
+def print_row(row: dict[str, Any]) -> None:
+    global HEADER
+    if not HEADER:
+        HEADER = True
+        print(
+            f"{'target':<13}{'scenario':<9}{'c':>3} {'req/s':>8} {'%ceil':>7} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'p99 xceil':>9} {'cpu ms':>8} {'xceil':>7} {'errors':>6}",
+            file=sys.stderr,
+        )
+    r = row["ratio"]
+    print(
+        f"{row['backend'] + 'x' + str(row['processes']):<13}{row['scenario']:<9}{row['concurrency']:>3} "
+        f"{row['req_per_s']:>8.1f} {100 * (r['req_per_s'] or 0):>6.1f}% {row['p50_ms']:>8.2f} "
+        f"{row['p99_ms']:>8.2f} {r['p99_ms'] or 0:>9.1f} {row['cpu_ms_per_req']:>8.3f} "
+        f"{r['cpu_ms_per_req'] or 0:>7.1f} {row['errors']:>6}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
