@@ -27,7 +27,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 KEYS_IN_USE = sa.table(
-    "encryption_keys_in_use", sa.column("key_id", sa.String), sa.column("since", sa.DateTime)
+    "encryption_keys_in_use",
+    sa.column("key_id", sa.String),
+    sa.column("since", sa.DateTime(timezone=True)),
 )
 EVENTS = sa.table(
     "webhook_events",
