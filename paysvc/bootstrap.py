@@ -15,6 +15,8 @@ from paysvc.clock import Clock, SystemClock
 from paysvc.config import Settings
 from paysvc.db.engine import Database
 from paysvc.disputes.service import DisputeService
+from paysvc.events.outbox import Outbox, enabled_destinations
+from paysvc.events.service import EventService
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.registry import Gateways
@@ -22,6 +24,8 @@ from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.gateways.stripe import StripeGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
+from paysvc.orders.service import OrderService
+from paysvc.orders.validation import OrderValidator
 from paysvc.payments.service import PaymentService
 from paysvc.reconcile.service import ReconcileService
 from paysvc.refunds.service import RefundService
@@ -45,6 +49,9 @@ class Container:
     idempotency: IdempotencyService
     admin: AdminService
     audit_trail: AuditTrail
+    outbox: Outbox
+    events: EventService
+    orders: OrderService
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -57,7 +64,13 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     db = Database(settings.database_url, keyring)
     gateways = _gateways(settings, db, clock)
     audit = AuditLog(clock)
-    payments = PaymentService(db, gateways, clock, audit)
+    outbox = Outbox(
+        clock,
+        enabled_destinations(settings.events_destinations, settings.notification_service_url),
+    )
+    payments = PaymentService(db, gateways, clock, audit, outbox)
+    if settings.order_validation == "strict":
+        payments.order_validator = OrderValidator(settings.order_payable_statuses)
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
     disputes = DisputeService(db, payments, clock, audit)
@@ -66,6 +79,12 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     )
     # Webhooks that arrived before their payment had a gateway reference apply right away.
     payments.confirm_listeners.append(webhooks.retry_for_payment)
+    orders = OrderService(db, clock, audit, payments, refunds)
+    # A confirm that settles a payment of a cancelled order releases the money again at once;
+    # every applying reconciliation pass settles the rest (processing payments that settled).
+    payments.confirm_listeners.append(orders.settle_payment)
+    reconcile = ReconcileService(db, gateways, payments, webhooks, clock, refunds)
+    reconcile.completers.append(orders.settle_cancelled)
     return Container(
         settings=settings,
         clock=clock,
@@ -78,10 +97,13 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         refunds=refunds,
         disputes=disputes,
         webhooks=webhooks,
-        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds),
+        reconcile=reconcile,
         idempotency=IdempotencyService(db, clock, audit),
         admin=AdminService(db, payments, clock, audit),
         audit_trail=AuditTrail(db, audit),
+        outbox=outbox,
+        events=EventService(db, clock, audit, outbox),
+        orders=orders,
     )
 
 

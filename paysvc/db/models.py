@@ -3,8 +3,10 @@
 from paysvc.audit.models import AuditEntry
 from paysvc.db.base import Base
 from paysvc.disputes.models import Dispute
+from paysvc.events.models import Event, EventAttempt, EventDelivery
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
 from paysvc.idempotency.models import IdempotencyKey
+from paysvc.orders.models import OrderCancellation
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.refunds.models import Refund
 from paysvc.webhooks.models import WebhookEvent
@@ -14,7 +16,11 @@ metadata = Base.metadata
 __all__ = [
     "AuditEntry",
     "Dispute",
+    "Event",
+    "EventAttempt",
+    "EventDelivery",
     "IdempotencyKey",
+    "OrderCancellation",
     "Payment",
     "PaymentEvent",
     "Refund",

@@ -33,6 +33,7 @@ from paysvc.errors import (
     PermissionDenied,
     StateConflict,
 )
+from paysvc.events.outbox import PAYMENT_EVENT_TYPES, Outbox
 from paysvc.gateways.base import (
     CardDeclined,
     ChargeRequest,
@@ -46,6 +47,7 @@ from paysvc.gateways.base import (
 )
 from paysvc.gateways.registry import Gateways
 from paysvc.ids import new_id, plausible
+from paysvc.orders.validation import OrderValidator
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.repository import PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
@@ -79,11 +81,15 @@ RefundRemainder = Callable[[Actor, str, str | None], Awaitable[Payment]]
 
 
 class PaymentService:
-    def __init__(self, db: Database, gateways: Gateways, clock: Clock, audit: AuditLog) -> None:
+    def __init__(
+        self, db: Database, gateways: Gateways, clock: Clock, audit: AuditLog, outbox: Outbox
+    ) -> None:
         self.db = db
         self.gateways = gateways
         self.clock = clock
         self.audit = audit
+        self.outbox = outbox  # every state change writes its outgoing event
+        self.order_validator: OrderValidator | None = None  # ORDER_VALIDATION=strict
         self.refund_remainder: RefundRemainder | None = None
         self.confirm_listeners: list[ConfirmListener] = []
 
@@ -154,7 +160,11 @@ class PaymentService:
 
     # -- create --------------------------------------------------------------------------
 
-    async def create_intent(self, actor: Actor, intent: NewIntent) -> Payment:
+    async def create_intent(
+        self, actor: Actor, intent: NewIntent, *, authorization: str | None = None
+    ) -> Payment:
+        """A new `pending` payment. With order validation on, the order service must first
+        agree (asked with the caller's `authorization`, holding no transaction)."""
         customer_id = intent.customer_id
         if not actor.is_staff:
             if customer_id not in (None, actor.id):
@@ -165,6 +175,10 @@ class PaymentService:
         elif customer_id is None:
             raise InvalidRequest(
                 "customer_id: required for service and admin callers", param="customer_id"
+            )
+        if self.order_validator is not None:
+            await self.order_validator.check(
+                intent.order_id, customer_id, intent.amount, intent.currency, authorization
             )
 
         async def work(session: AsyncSession) -> Payment:
@@ -194,6 +208,7 @@ class PaymentService:
             repo.add(payment)
             await session.flush()
             self._event(session, payment, "created", None, S.PENDING, actor, amount=payment.amount)
+            self.outbox.record(session, "payment.created", payment, render_payment(payment))
             self.audit.record(
                 session,
                 actor,
@@ -526,7 +541,8 @@ class PaymentService:
         reason: str | None,
         amount: int | None = None,
     ) -> None:
-        """The one place a payment's status changes: checked, historied and audited."""
+        """The one place a payment's status changes: checked, historied, audited, and
+        announced (the outgoing event, in the same transaction)."""
         previous = payment.status
         check_transition(previous, target)
         payment.status = target
@@ -549,6 +565,7 @@ class PaymentService:
             payment.id,
             details={"from": previous, "to": str(target), "reason": reason},
         )
+        self.outbox.record(session, PAYMENT_EVENT_TYPES[target], payment, render_payment(payment))
 
     def _event(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -199,6 +200,8 @@ class ReconcileService:
         self.webhooks = webhooks
         self.clock = clock
         self.refunds = refunds
+        # Run after each applying pass (e.g. settling payments of cancelled orders).
+        self.completers: list[Callable[[Actor], Awaitable[object]]] = []
 
     async def run_once(self) -> Report:
         """One background pass: settle stuck payments and pending refunds, apply webhooks
@@ -240,6 +243,11 @@ class ReconcileService:
             after = (refunds[-1].created_at, refunds[-1].id)
         if apply:
             report.webhooks_applied = await self.webhooks.retry_pending()
+            for complete in self.completers:
+                try:
+                    await complete(actor)
+                except Exception as error:
+                    report.errors.append(f"completer: {type(error).__name__}")
         for event_id in await self.webhooks.waiting_refund_events():
             report.items.append(
                 Drift(

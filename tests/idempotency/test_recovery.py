@@ -82,6 +82,7 @@ async def crash_first_attempt(container: Container, payment_id: str, after_charg
         Gateways(FailoverGateway([crashing], container.clock)),
         container.clock,
         container.audit,
+        container.outbox,
     )
     with pytest.raises(Crash):
         await doomed.confirm(Actor("17", Role.CUSTOMER), payment_id, "pm_card_visa")

@@ -19,7 +19,7 @@ from paysvc.bootstrap import Container, build_container
 from paysvc.config import Settings
 from paysvc.gateways.base import ChargeRequest
 from paysvc.web.app import create_app
-from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, Api, make_settings
+from tests.conftest import ENCRYPTION_KEY, EVENTS_SECRET, JWT_SECRET, Api, make_settings
 from tests.refunds.helpers import sandbox
 from tests.stripe_events import count_events, status_changes
 
@@ -40,6 +40,7 @@ def run_cli(database_url: str, *args: str) -> Result:
         "DATABASE_URL": database_url,
         "JWT_SECRET_KEY": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "EVENTS_SIGNING_SECRET": EVENTS_SECRET,
         "PAYMENT_GATEWAY": "sandbox",
         "COLUMNS": "160",
     }
