@@ -201,7 +201,7 @@ class Dispatcher:
         else:
             return None
         text = json.dumps(body, separators=(",", ":"))
-        headers.update(self.signer.headers(event.id, self.clock.now(), text))
+        headers.update(self.signer.headers(event.id, text))
         return Outgoing(method, url, headers, text.encode())
 
     async def _record(

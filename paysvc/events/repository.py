@@ -130,15 +130,12 @@ class EventRepository:
         return found
 
     async def backlog(self) -> Backlog:
-        counts = dict(
-            (
-                await self.session.execute(
-                    select(EventDelivery.status, func.count())
-                    .where(EventDelivery.status.in_((PENDING, "dead")))
-                    .group_by(EventDelivery.status)
-                )
-            ).tuples()
+        result = await self.session.execute(
+            select(EventDelivery.status, func.count())
+            .where(EventDelivery.status.in_((PENDING, "dead")))
+            .group_by(EventDelivery.status)
         )
+        counts: dict[str, int] = {status: number for status, number in result.tuples()}
         oldest = await self.session.scalar(
             select(func.min(Event.created_at))
             .join(EventDelivery, EventDelivery.event_id == Event.id)
@@ -152,6 +149,12 @@ class EventRepository:
         """Queue matching deliveries again, due now (redelivery); returns how many. One that
         is still pending is only hurried: its claim (a send in flight) is left alone, so it is
         never sent twice at once."""
+        hurried = await self.session.execute(
+            update(EventDelivery)
+            .where(where, EventDelivery.status == PENDING)
+            .values(next_attempt_at=now, give_up_at=give_up_at)
+            .execution_options(synchronize_session=False)
+        )
         moved = await self.session.execute(
             update(EventDelivery)
             .where(where, EventDelivery.status != PENDING)
@@ -162,12 +165,6 @@ class EventRepository:
                 claim_token=None,
                 claimed_until=None,
             )
-            .execution_options(synchronize_session=False)
-        )
-        hurried = await self.session.execute(
-            update(EventDelivery)
-            .where(where, EventDelivery.status == PENDING)
-            .values(next_attempt_at=now, give_up_at=give_up_at)
             .execution_options(synchronize_session=False)
         )
         return int(moved.rowcount) + int(hurried.rowcount)  # type: ignore[attr-defined]

@@ -17,11 +17,13 @@ class Signer:
             raise ValueError("at least one signing secret is needed")
         self._signers = [Webhook(secret) for secret in secrets]
 
-    def headers(self, message_id: str, at: dt.datetime, body: str) -> dict[str, str]:
+    def headers(self, message_id: str, body: str) -> dict[str, str]:
+        """Signed now by the wall clock: receivers check the timestamp against theirs."""
+        at = dt.datetime.now(dt.UTC)
         return {
             "webhook-id": message_id,
             "webhook-timestamp": str(math.floor(at.timestamp())),
             "webhook-signature": " ".join(
-                signer.sign(message_id, at.astimezone(dt.UTC), body) for signer in self._signers
+                signer.sign(message_id, at, body) for signer in self._signers
             ),
         }
