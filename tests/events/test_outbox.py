@@ -37,8 +37,11 @@ LIFECYCLE = [
 
 
 async def stored_events(container: Container, payment_id: str) -> list[Event]:
+    """The payment's events in the order they were written (their order deliveries' ids)."""
     found = await rows(container, Event, Event.payment_id == payment_id)
-    return sorted(found, key=lambda e: (e.created_at, e.id))
+    deliveries = await rows(container, EventDelivery, EventDelivery.payment_id == payment_id)
+    written = {d.event_id: d.id for d in deliveries if d.destination == "order"}
+    return sorted(found, key=lambda e: written[e.id])
 
 
 async def _until(container: Container, done: Any, payment_id: str) -> None:
@@ -145,9 +148,7 @@ async def test_a_failing_receiver_gets_everything_in_order_after_it_recovers(
         assert set(ids) <= set(stored)  # duplicates (retries) only ever repeat a webhook-id
         delivered = [e["id"] for e in peers.events(destination)]
         assert delivered == [i for i in stored if i in delivered]  # in order, each once
-    first = (
-        await rows(container, EventDelivery, EventDelivery.event_id == stored[0])
-    )[0]
+    first = (await rows(container, EventDelivery, EventDelivery.event_id == stored[0]))[0]
     assert first.status == "delivered" and first.attempts >= 5
     assert len(await rows(container, EventAttempt, EventAttempt.delivery_id == first.id)) == (
         first.attempts
@@ -224,9 +225,7 @@ async def test_a_dead_delivery_is_logged_counted_listed_and_can_be_redelivered(
     assert delivery.status == "dead" and delivery.attempts > 20
     assert delivery.last_attempt_at is not None
     assert delivery.last_attempt_at - event.created_at > dt.timedelta(hours=69)  # ~3 days
-    assert any(
-        "dead" in r.getMessage() and event.id in r.getMessage() for r in caplog.records
-    )
+    assert any("dead" in r.getMessage() and event.id in r.getMessage() for r in caplog.records)
     async with asyncio.timeout(60):  # the dispatcher refreshes its gauges after each pass
         while REGISTRY.get_sample_value("paysvc_events_dead_deliveries") != 1:
             await asyncio.sleep(0.05)
