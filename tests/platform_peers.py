@@ -74,12 +74,13 @@ class Peers:
     def types(self, destination: str = "order") -> list[str]:
         return [e["type"] for e in self.events(destination)]
 
-    async def wait_for(
-        self, done: Callable[[Peers], bool], what: str, timeout: float = 60.0
-    ) -> None:
-        async with asyncio.timeout(timeout):
-            async with self._changed:
+    async def wait_for(self, done: Callable[[Peers], bool], what: str) -> None:
+        """Until `done(self)` holds; fails naming `what` after a generous 60 s."""
+        try:
+            async with asyncio.timeout(60), self._changed:
                 await self._changed.wait_for(lambda: done(self))
+        except TimeoutError:
+            raise AssertionError(f"the peers never got {what}") from None
 
     async def _get_order(self, request: web.Request) -> web.Response:
         self.lookups.append(dict(request.headers))

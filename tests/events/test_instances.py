@@ -13,7 +13,7 @@ from paysvc.events.models import EventDelivery
 from paysvc.web.app import create_app
 from tests.conftest import SERVICE, Api
 from tests.platform_peers import Peers
-from tests.support import count, rows
+from tests.support import count, eventually, rows
 
 PAYMENTS = 12
 
@@ -40,9 +40,12 @@ async def test_two_instances_share_the_work_without_sending_anything_twice(
         total = await count(other, EventDelivery)
         assert total == PAYMENTS * (5 + 2)  # 5 order events, 2 notifications each
         await peers.wait_for(lambda p: len(p.received) >= total, "every delivery")
-        async with asyncio.timeout(60):
-            while await count(other, EventDelivery, EventDelivery.status == "delivered") < total:
-                await asyncio.sleep(0.05)
+
+        async def all_recorded() -> bool:
+            delivered = await count(other, EventDelivery, EventDelivery.status == "delivered")
+            return delivered == total
+
+        await eventually(all_recorded)
         deliveries = sorted(await rows(other, EventDelivery), key=lambda d: d.id)
         attempts = sum(d.attempts for d in deliveries)
     finally:

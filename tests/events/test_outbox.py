@@ -3,10 +3,10 @@ failures are retried until delivered or dead; a rolled-back change sends nothing
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from paysvc.payments.states import PaymentStatus
 from tests.conftest import ADMIN, SERVICE, Api
 from tests.events.conftest import wake
 from tests.platform_peers import Peers
-from tests.support import ManualClock, count, rows
+from tests.support import ManualClock, count, eventually, rows
 
 LIFECYCLE = [
     "payment.created",
@@ -46,11 +46,20 @@ async def stored_events(container: Container, payment_id: str) -> list[Event]:
 
 async def _until(container: Container, done: Any, payment_id: str) -> None:
     """Poll the deliveries of a payment until `done(deliveries)` (generous deadline)."""
-    async with asyncio.timeout(60):
-        while not done(
-            await rows(container, EventDelivery, EventDelivery.payment_id == payment_id)
-        ):
-            await asyncio.sleep(0.05)
+
+    async def check() -> bool:
+        return bool(
+            done(await rows(container, EventDelivery, EventDelivery.payment_id == payment_id))
+        )
+
+    await eventually(check)
+
+
+def dead_gauge_is(value: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return REGISTRY.get_sample_value("paysvc_events_dead_deliveries") == value
+
+    return check
 
 
 def _head(deliveries: list[EventDelivery]) -> EventDelivery:
@@ -226,9 +235,7 @@ async def test_a_dead_delivery_is_logged_counted_listed_and_can_be_redelivered(
     assert delivery.last_attempt_at is not None
     assert delivery.last_attempt_at - event.created_at > dt.timedelta(hours=69)  # ~3 days
     assert any("dead" in r.getMessage() and event.id in r.getMessage() for r in caplog.records)
-    async with asyncio.timeout(60):  # the dispatcher refreshes its gauges after each pass
-        while REGISTRY.get_sample_value("paysvc_events_dead_deliveries") != 1:
-            await asyncio.sleep(0.05)
+    await eventually(dead_gauge_is(1))  # refreshed by the dispatcher after each pass
     listed = await api.get("/admin/events?status=dead", ADMIN)
     assert [e["id"] for e in listed["data"]] == [event.id]
     (delivery,) = listed["data"][0]["deliveries"]
@@ -246,9 +253,7 @@ async def test_a_dead_delivery_is_logged_counted_listed_and_can_be_redelivered(
     assert peers.events("order")[0]["id"] == event.id
     assert (await api.get("/admin/events?status=dead", ADMIN))["data"] == []
     await _until(container, lambda d: d[0].status == "delivered", payment["id"])
-    async with asyncio.timeout(60):  # the dispatcher refreshes its gauges after each pass
-        while REGISTRY.get_sample_value("paysvc_events_dead_deliveries") != 0:
-            await asyncio.sleep(0.05)
+    await eventually(dead_gauge_is(0))  # refreshed by the dispatcher after each pass
     delivered = await api.get(f"/admin/events?payment_id={payment['id']}", ADMIN)
     assert delivered["data"][0]["deliveries"][0]["status"] == "delivered"
     assert json.dumps(delivered).count(event.id) >= 1
