@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from cli import audit, db, idempotency, keys, payments, reconcile, refunds, serve, token
+from cli import (
+    audit,
+    db,
+    events,
+    idempotency,
+    keys,
+    payments,
+    reconcile,
+    refunds,
+    serve,
+    token,
+)
 
 app = typer.Typer(
     name="paysvc",
@@ -22,6 +33,7 @@ app.add_typer(refunds.app, name="refunds")
 app.add_typer(idempotency.app, name="idempotency")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(events.app, name="events")
 
 if __name__ == "__main__":
     app()
