@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT = 10.0
 CLAIM_LEASE = dt.timedelta(seconds=60)  # > SEND_TIMEOUT: a crashed sender's claim expires
 BACKOFF = (5, 30, 120, 600, 1800, 3600, 7200)  # seconds; then every 2 h
-BATCH = 50
+BATCH = 100
 IDLE = 5.0  # seconds between looks when nothing woke us (due retries, other instances)
 
 
@@ -213,8 +213,9 @@ class Dispatcher:
     ) -> None:
         repo = EventRepository(session)
         now = self.clock.now()
+        owned = await repo.claimed([sent.id for sent, _event in batch], token)
         for (sent, event), answer in zip(batch, answers, strict=True):
-            delivery = await repo.claimed(sent.id, token)
+            delivery = owned.get(sent.id)
             if delivery is None:  # redelivered or re-claimed meanwhile: theirs to record
                 continue
             repo.add_attempt(

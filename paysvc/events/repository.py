@@ -103,15 +103,16 @@ class EventRepository:
             delivery.claimed_until = now + lease
         return claimed
 
-    async def claimed(self, delivery_id: int, token: str) -> EventDelivery | None:
-        """The delivery if this claim still owns it (locked for the update)."""
+    async def claimed(self, delivery_ids: Sequence[int], token: str) -> dict[int, EventDelivery]:
+        """Those of the deliveries this claim still owns (locked for the update)."""
         query = (
             select(EventDelivery)
-            .where(EventDelivery.id == delivery_id, EventDelivery.claim_token == token)
+            .where(EventDelivery.id.in_(delivery_ids), EventDelivery.claim_token == token)
+            .order_by(EventDelivery.id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
-        return (await self.session.scalars(query)).first()
+        return {d.id: d for d in await self.session.scalars(query)}
 
     def add_attempt(self, attempt: EventAttempt) -> None:
         self.session.add(attempt)
