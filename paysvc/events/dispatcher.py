@@ -121,21 +121,30 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Until `stop()`: deliver what is due, then sleep until woken, until the next retry is
-        due, or `idle` seconds. A stop lets the pass in progress finish (never cancel it
-        inside a write transaction)."""
+        due, or `idle` seconds (an idle look is a read; only due work takes the write lock).
+        A stop lets the pass in progress finish (never cancel it inside a write transaction)."""
+        woken = True
         while not self._stopping:
             self._wake.clear()
             try:
-                await self.deliver_due()
-                wait = await self._until_next_due()
+                due_in = await self._due_in()
+                if woken or due_in <= 0:
+                    await self.deliver_due()
+                    due_in = await self._due_in()
+                else:
+                    await self.refresh_metrics()
+                # A floor: a due row another instance is claiming now is skipped, not awaited.
+                wait = min(max(due_in, 0.1), self.idle)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("delivering events failed; will retry")
                 wait = self.idle
-            if wait > 0 and not self._stopping:
+            woken = False
+            if not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                    woken = True
 
     async def deliver_due(self) -> int:
         """Deliver every due delivery, batch after batch; returns how many attempts were made."""
@@ -253,15 +262,14 @@ class Dispatcher:
                 )
             metrics.ATTEMPTS.labels(delivery.destination, outcome).inc()
 
-    async def _until_next_due(self) -> float:
+    async def _due_in(self) -> float:
+        """Seconds until the next delivery may go out (≤ 0: now); `idle` when none is pending."""
+
         async def work(session: AsyncSession) -> dt.datetime | None:
             return await EventRepository(session).next_due()
 
         due = await self.db.run(work, write=False)
-        if due is None:
-            return self.idle
-        # A floor: a due row another instance is claiming right now is skipped, not waited for.
-        return min(max((due - self.clock.now()).total_seconds(), 0.1), self.idle)
+        return self.idle if due is None else (due - self.clock.now()).total_seconds()
 
     async def refresh_metrics(self) -> None:
         async def work(session: AsyncSession) -> None:
