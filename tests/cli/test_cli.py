@@ -231,6 +231,9 @@ COMMANDS = [
     ["audit"],
     ["audit", "verify"],
     ["audit", "export"],
+    ["events"],
+    ["events", "list"],
+    ["events", "redeliver"],
 ]
 
 
