@@ -5,6 +5,7 @@ Used by the HTTP app, the CLI and the tests alike, so all three run the same cod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from paysvc.admin.service import AdminService
@@ -24,6 +25,8 @@ from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.gateways.stripe import StripeGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
+from paysvc.operations.completer import Completer
+from paysvc.operations.service import Ledger
 from paysvc.orders.service import OrderService
 from paysvc.orders.validation import OrderValidator
 from paysvc.payments.service import PaymentService
@@ -45,6 +48,7 @@ class Container:
     refunds: RefundService
     disputes: DisputeService
     webhooks: WebhookService
+    completer: Completer
     reconcile: ReconcileService
     idempotency: IdempotencyService
     admin: AdminService
@@ -58,21 +62,31 @@ class Container:
         await self.db.dispose()
 
 
-def build_container(settings: Settings, *, clock: Clock | None = None) -> Container:
+def build_container(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    wrap_gateway: Callable[[Gateway], Gateway] | None = None,
+) -> Container:
+    """`wrap_gateway` decorates each configured gateway (tests inject faults with it)."""
     clock = clock or SystemClock()
     keyring = Keyring(settings.encryption_key, settings.encryption_keys_retired)
     db = Database(settings.database_url, keyring)
-    gateways = _gateways(settings, db, clock)
+    gateways = _gateways(settings, db, clock, wrap_gateway)
     audit = AuditLog(clock)
+    timing = settings.timing
+    ledger = Ledger(gateways, clock, timing)
     outbox = Outbox(
         clock,
         enabled_destinations(settings.events_destinations, settings.notification_service_url),
     )
-    payments = PaymentService(db, gateways, clock, audit, outbox)
+    payments = PaymentService(db, gateways, clock, audit, ledger, outbox)
     if settings.order_validation == "strict":
         payments.order_validator = OrderValidator(settings.order_payable_statuses)
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
+    payments.refund_projector = refunds.project  # the projection of refund operations
+    completer = Completer(db, ledger, payments, clock)
     disputes = DisputeService(db, payments, clock, audit)
     webhooks = WebhookService(
         db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds
@@ -81,10 +95,10 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     payments.confirm_listeners.append(webhooks.retry_for_payment)
     orders = OrderService(db, clock, audit, payments, refunds)
     # A confirm that settles a payment of a cancelled order releases the money again at once;
-    # every applying reconciliation pass settles the rest (processing payments that settled).
+    # after every applying completer pass, so are those whose operations it settled.
     payments.confirm_listeners.append(orders.settle_payment)
-    reconcile = ReconcileService(db, gateways, payments, webhooks, clock, refunds)
-    reconcile.completers.append(orders.settle_cancelled)
+    reconcile = ReconcileService(db, gateways, payments, webhooks, clock, refunds, completer)
+    reconcile.after_completion.append(orders.settle_cancelled)
     return Container(
         settings=settings,
         clock=clock,
@@ -97,8 +111,9 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         refunds=refunds,
         disputes=disputes,
         webhooks=webhooks,
+        completer=completer,
         reconcile=reconcile,
-        idempotency=IdempotencyService(db, clock, audit),
+        idempotency=IdempotencyService(db, clock, audit, stale_after=timing.idempotency_takeover),
         admin=AdminService(db, payments, clock, audit),
         audit_trail=AuditTrail(db, audit),
         outbox=outbox,
@@ -107,7 +122,12 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     )
 
 
-def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
+def _gateways(
+    settings: Settings,
+    db: Database,
+    clock: Clock,
+    wrap: Callable[[Gateway], Gateway] | None,
+) -> Gateways:
     chain: list[Gateway] = []
     for name in settings.payment_gateways:
         if name == "stripe":
@@ -121,4 +141,6 @@ def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
             )
         else:
             chain.append(SandboxGateway(db, clock))
+    if wrap is not None:
+        chain = [wrap(gateway) for gateway in chain]
     return Gateways(FailoverGateway(chain, clock))

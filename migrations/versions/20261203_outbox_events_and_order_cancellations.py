@@ -1,7 +1,7 @@
 """outbox events and order cancellations
 
 Revision ID: outbox_events
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-03 12:56:04.473626
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 
 
 revision: str = 'outbox_events'
-down_revision: str | Sequence[str] | None = '0004'
+down_revision: str | Sequence[str] | None = '0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

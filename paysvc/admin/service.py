@@ -16,8 +16,9 @@ from paysvc.auth.principal import Actor, Role
 from paysvc.clock import Clock
 from paysvc.db.engine import Database
 from paysvc.errors import InvalidRequest, PermissionDenied, StateConflict
+from paysvc.operations.repository import OperationRepository
+from paysvc.operations.states import OperationStatus
 from paysvc.payments.models import Payment
-from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import PaymentService, in_progress_error, order_already_paid_error
 from paysvc.payments.states import LIVE, PaymentStatus, check_transition
 
@@ -110,9 +111,16 @@ class AdminService:
 
         async def work(session: AsyncSession) -> Payment:
             payment = await self.payments.load(session, actor, payment_id, for_update=True)
-            if payment.pending_operation is not None:
-                raise in_progress_error(payment)
+            ops = OperationRepository(session)
+            for op in await ops.open_for_payment(payment.id):
+                if op.status != OperationStatus.UNKNOWN:  # unknown: the human decides
+                    raise in_progress_error(op.kind)
             previous = S(payment.status)
+            if previous == S.REFUNDED or (previous, target) == (S.PARTIALLY_REFUNDED, S.CAPTURED):
+                # Only the gateway reverses a refund (a reversal), never a correction.
+                raise StateConflict(
+                    f"Cannot move a payment from {previous} to {target}", param="status"
+                )
             check_transition(previous, target)
             if target in REFUND_STATUSES:
                 raise StateConflict(
@@ -121,9 +129,7 @@ class AdminService:
                     param="status",
                 )
             if target in LIVE and previous not in LIVE:
-                if await PaymentRepository(session).order_is_held(
-                    payment.order_id, other_than=payment.id
-                ):
+                if await ops.order_is_held(payment.order_id, other_than=payment.id):
                     raise order_already_paid_error()
             before = _money(payment)
             _settle_money(payment, previous, target)

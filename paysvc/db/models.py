@@ -6,6 +6,7 @@ from paysvc.disputes.models import Dispute
 from paysvc.events.models import Event, EventAttempt, EventDelivery
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
 from paysvc.idempotency.models import IdempotencyKey
+from paysvc.operations.models import Operation
 from paysvc.orders.models import OrderCancellation
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.refunds.models import Refund
@@ -20,6 +21,7 @@ __all__ = [
     "EventAttempt",
     "EventDelivery",
     "IdempotencyKey",
+    "Operation",
     "OrderCancellation",
     "Payment",
     "PaymentEvent",

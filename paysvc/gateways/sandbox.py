@@ -19,6 +19,7 @@ from paysvc.clock import Clock
 from paysvc.db.base import Base, UTCDateTime
 from paysvc.db.engine import Database
 from paysvc.gateways.base import (
+    STRIPE_IDEMPOTENCY_WINDOW,
     CardDeclined,
     CardDetails,
     ChargeRequest,
@@ -100,6 +101,7 @@ EXP_MONTH, EXP_YEAR = 12, 2034
 
 class SandboxGateway:
     name = "sandbox"
+    idempotency_window = STRIPE_IDEMPOTENCY_WINDOW
 
     def __init__(self, database: Database, clock: Clock) -> None:
         self.database = database

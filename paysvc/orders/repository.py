@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paysvc.operations.models import Operation
+from paysvc.operations.states import OPEN
 from paysvc.orders.models import OrderCancellation
 from paysvc.payments.models import Payment
 from paysvc.refunds.models import Refund
@@ -44,16 +47,20 @@ class OrderRepository:
         return list(await self.session.scalars(query))
 
     async def unsettled(self, *, limit: int) -> Sequence[tuple[str, dt.datetime]]:
-        """Payments of cancelled orders that may still hold money, no operation in flight:
+        """Payments of cancelled orders that may still hold money, no operation open:
         (payment id, when the order was cancelled)."""
         query = (
             select(Payment.id, OrderCancellation.created_at)
             .join(OrderCancellation, OrderCancellation.order_id == Payment.order_id)
-            .where(Payment.status.in_(UNSETTLED), Payment.pending_operation.is_(None))
+            .where(Payment.status.in_(UNSETTLED), ~_open_operation(Payment.id))
             .order_by(Payment.created_at, Payment.id)
             .limit(limit)
         )
         return list((await self.session.execute(query)).tuples())
+
+    async def has_open_operation(self, payment_id: str) -> bool:
+        found = await self.session.scalar(select(_open_operation(payment_id)))
+        return bool(found)
 
     async def refund_failed_since(self, payment_id: str, since: dt.datetime) -> bool:
         query = select(Refund.id).where(
@@ -62,3 +69,12 @@ class OrderRepository:
             Refund.created_at >= since,
         )
         return (await self.session.scalars(query.limit(1))).first() is not None
+
+
+def _open_operation(payment_id: Any) -> Exists:
+    """The payment has a gateway operation whose outcome is not known yet."""
+    return (
+        select(Operation.id)
+        .where(Operation.payment_id == payment_id, Operation.status.in_(sorted(OPEN)))
+        .exists()
+    )

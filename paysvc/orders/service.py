@@ -3,10 +3,11 @@
 The cancellation is recorded first (one row per order, so a second call changes nothing
 more), then each payment goes through the payment and refund services: `pending` is
 cancelled, `authorized` voided, `captured`/`partially_refunded` refunded in full. A payment
-that cannot be settled now (`processing`, an operation in flight, the gateway down, a confirm
-racing the cancellation) is settled later by `settle_cancelled`, which runs in every
-reconciliation pass and after every confirm: once a payment of a cancelled order holds money
-whose fate is known, its authorization is voided or its capture refunded.
+that cannot be settled now (`processing`, or any gateway operation still open; the gateway
+down; a confirm racing the cancellation) is settled later by `settle_cancelled`, which runs
+after every applying pass of the completer (background, `paysvc reconcile --apply`) and after
+every confirm: once a payment of a cancelled order holds money whose fate is known, its
+authorization is voided or its capture refunded (new operations of the ledger).
 
 A refund the gateway refused is not retried automatically (it would fail again, forever):
 it stays `failed`, and the payment is logged for a human.
@@ -137,11 +138,16 @@ class OrderService:
     async def _settle(self, actor: Actor, payment_id: str, cancellation: OrderCancellation) -> None:
         """One payment of a cancelled order, through the payment and refund services. What
         cannot be done now is logged and left for `settle_cancelled`."""
-        payment = await self.payments.get(actor, payment_id)
+
+        async def read(session: AsyncSession) -> tuple[Payment, bool]:
+            payment = await self.payments.load(session, actor, payment_id)
+            return payment, await OrderRepository(session).has_open_operation(payment_id)
+
+        payment, in_flight = await self.db.run(read, write=False)
+        if in_flight:
+            return  # an operation open: settled after the completer learns its outcome
         reason = cancellation.reason
         try:
-            if payment.pending_operation is not None:
-                return  # an operation in flight: settled once its outcome is known
             if payment.status in (S.PENDING, S.AUTHORIZED, "requires_action"):
                 await self.payments.cancel(actor, payment_id, reason)
             elif payment.status in REFUNDABLE:
