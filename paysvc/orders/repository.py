@@ -10,7 +10,7 @@ from sqlalchemy import Exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.operations.models import Operation
-from paysvc.operations.states import OPEN
+from paysvc.operations.states import OPEN, OperationKind
 from paysvc.orders.models import OrderCancellation
 from paysvc.payments.models import Payment
 from paysvc.refunds.models import Refund
@@ -72,9 +72,14 @@ class OrderRepository:
 
 
 def _open_operation(payment_id: Any) -> Exists:
-    """The payment has a gateway operation whose outcome is not known yet."""
+    """The payment has a confirm, capture or void whose outcome is not known yet (an open
+    refund does not stop another: what is refundable already counts it)."""
     return (
         select(Operation.id)
-        .where(Operation.payment_id == payment_id, Operation.status.in_(sorted(OPEN)))
+        .where(
+            Operation.payment_id == payment_id,
+            Operation.status.in_(sorted(OPEN)),
+            Operation.kind != OperationKind.REFUND,
+        )
         .exists()
     )
