@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-PENDING = Gauge("paysvc_events_pending_deliveries", "Event deliveries waiting to be delivered")
-DEAD = Gauge("paysvc_events_dead_deliveries", "Event deliveries given up on (dead)")
+PENDING = Gauge("paysvc_events_pending", "Event deliveries waiting to be delivered")
+DEAD = Gauge("paysvc_events_dead", "Event deliveries given up on (dead)")
 OLDEST = Gauge(
     "paysvc_events_oldest_pending_age_seconds",
     "Age of the oldest event with a delivery still pending (0 when none)",

@@ -57,7 +57,7 @@ async def _until(container: Container, done: Any, payment_id: str) -> None:
 
 def dead_gauge_is(value: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return REGISTRY.get_sample_value("paysvc_events_dead_deliveries") == value
+        return REGISTRY.get_sample_value("paysvc_events_dead") == value
 
     return check
 
