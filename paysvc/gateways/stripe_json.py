@@ -1,0 +1,166 @@
+"""Stripe's JSON (PaymentIntents, Refunds), read into our own types: the ONE reader shared by
+the Stripe adapter (API answers) and the webhook code (event objects). Pure: no I/O, no
+`stripe` import, `Any` kept inside these readers.
+
+Reading the JSON rather than the SDK's typed attributes keeps it working against
+Stripe-compatible servers that omit fields (localstripe has no `amount_capturable` /
+`amount_received`: they are derived from the status).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from paysvc.gateways.base import (
+    REFUND_ID_KEY,
+    CardDetails,
+    Decline,
+    GatewayPayment,
+    GatewayPaymentStatus,
+    GatewayRefund,
+    GatewayRefundStatus,
+)
+
+Json = Mapping[str, Any]
+NAME = "stripe"
+_SECRETS = re.compile(r"\b(?:sk|rk|pk|whsec)_\w+|\d{12,19}")
+
+STATUS = {
+    "requires_capture": GatewayPaymentStatus.AUTHORIZED,
+    "succeeded": GatewayPaymentStatus.CAPTURED,
+    "canceled": GatewayPaymentStatus.CANCELED,
+    "processing": GatewayPaymentStatus.PROCESSING,
+    # We confirm at creation, so these mean the attempt failed: declined (requires_payment_method),
+    # or it needs customer authentication (3-D Secure) that this server-side API cannot complete.
+    "requires_payment_method": GatewayPaymentStatus.FAILED,
+    "requires_confirmation": GatewayPaymentStatus.FAILED,
+    "requires_action": GatewayPaymentStatus.FAILED,
+}
+REFUND_STATUS = {
+    "pending": GatewayRefundStatus.PENDING,
+    "requires_action": GatewayRefundStatus.PENDING,
+    "succeeded": GatewayRefundStatus.SUCCEEDED,
+    "failed": GatewayRefundStatus.FAILED,
+    "canceled": GatewayRefundStatus.FAILED,
+}
+AUTH_REQUIRED = Decline(
+    "authentication_required", None, "The card requires authentication, which is not supported."
+)
+
+
+def safe(message: str | None) -> str:
+    """A message from Stripe, with anything that looks like a key or a card number removed."""
+    return _SECRETS.sub("[redacted]", message or "")[:500]
+
+
+def payment_of(data: Json, decline: Decline | None = None) -> GatewayPayment:
+    status = STATUS.get(text(data, "status"), GatewayPaymentStatus.PROCESSING)
+    amount = number(data, "amount")
+    capturable = opt_number(data, "amount_capturable")
+    received = opt_number(data, "amount_received")
+    failed = status is GatewayPaymentStatus.FAILED
+    return GatewayPayment(
+        reference=text(data, "id"),
+        status=status,
+        amount=amount,
+        amount_capturable=(
+            capturable
+            if capturable is not None
+            else amount
+            if status is GatewayPaymentStatus.AUTHORIZED
+            else 0
+        ),
+        amount_captured=(
+            received
+            if received is not None
+            else amount
+            if status is GatewayPaymentStatus.CAPTURED
+            else 0
+        ),
+        currency=text(data, "currency").lower(),
+        card=_card(data),
+        decline=(decline or _last_decline(data, text(data, "status"))) if failed else None,
+        gateway=NAME,
+    )
+
+
+def refund_of(data: Json) -> GatewayRefund:
+    return GatewayRefund(
+        reference=text(data, "id"),
+        payment_reference=text(data, "payment_intent"),
+        amount=number(data, "amount"),
+        status=REFUND_STATUS.get(text(data, "status"), GatewayRefundStatus.PENDING),
+        failure_reason=opt_text(data, "failure_reason"),
+        refund_id=opt_text(obj(data, "metadata"), REFUND_ID_KEY),
+        reason=opt_text(data, "reason"),
+    )
+
+
+def _card(data: Json) -> CardDetails | None:
+    """From the expanded PaymentMethod, the failed attempt's one, or the latest Charge."""
+    for source in (
+        obj(data, "payment_method"),
+        obj(obj(data, "last_payment_error"), "payment_method"),
+        obj(obj(data, "latest_charge"), "payment_method_details"),
+        obj(_first_charge(data), "payment_method_details"),
+    ):
+        card = obj(source, "card")
+        if card.get("last4"):
+            return CardDetails(
+                brand=text(card, "brand"),
+                last4=text(card, "last4"),
+                exp_month=number(card, "exp_month"),
+                exp_year=number(card, "exp_year"),
+            )
+    return None
+
+
+def _first_charge(data: Json) -> Json:
+    """`charges.data[0]` (API versions before 2022-11-15 embed the charges)."""
+    charges = obj(data, "charges").get("data")
+    return (
+        charges[0]
+        if isinstance(charges, list) and charges and isinstance(charges[0], Mapping)
+        else {}
+    )
+
+
+def _last_decline(data: Json, stripe_status: str) -> Decline:
+    error = obj(data, "last_payment_error")
+    if not error:
+        return AUTH_REQUIRED if stripe_status == "requires_action" else _generic_failure()
+    return Decline(
+        code=opt_text(error, "code") or "card_declined",
+        decline_code=opt_text(error, "decline_code"),
+        message=safe(opt_text(error, "message") or "Your card was declined."),
+    )
+
+
+def _generic_failure() -> Decline:
+    return Decline("card_declined", None, "The payment was not completed.")
+
+
+def obj(data: object, key: str) -> Json:
+    value = data.get(key) if isinstance(data, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def text(data: Json, key: str) -> str:
+    value = data.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def opt_text(data: Json, key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def number(data: Json, key: str) -> int:
+    return opt_number(data, key) or 0
+
+
+def opt_number(data: Json, key: str) -> int | None:
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
