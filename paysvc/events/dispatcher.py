@@ -172,7 +172,7 @@ class Dispatcher:
             answers = await asyncio.gather(*(self._send(d, e) for d, e in batch))
 
             async def record(session: AsyncSession) -> None:
-                await self._record(session, token, batch, answers)
+                await self._record(session, token, now, batch, answers)
 
             await self.db.run(record)
         return len(batch)
@@ -217,6 +217,7 @@ class Dispatcher:
         self,
         session: AsyncSession,
         token: str,
+        sent_at: dt.datetime,
         batch: Sequence[tuple[EventDelivery, Event]],
         answers: Sequence[Answer],
     ) -> None:
@@ -230,14 +231,14 @@ class Dispatcher:
             repo.add_attempt(
                 EventAttempt(
                     delivery_id=delivery.id,
-                    attempted_at=now,
+                    attempted_at=sent_at,
                     status_code=answer.status,
                     error=answer.error,
                     duration_ms=answer.duration_ms,
                 )
             )
             delivery.attempts += 1
-            delivery.last_attempt_at = now
+            delivery.last_attempt_at = sent_at
             delivery.last_status_code = answer.status
             delivery.last_error = answer.error
             delivery.claim_token = delivery.claimed_until = None
