@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Column, Table
 
-from cli.common import EXIT_USAGE, OPERATOR, console, fail, print_json, run_async, with_container
-from paysvc.bootstrap import Container
-from paysvc.events.repository import EventFilter
-from paysvc.events.schemas import render_event
+from cli.common import EXIT_USAGE, OPERATOR, JsonOption, fail, run_async, with_container
+from cli.output import Col, console, line, print_json, table, when
+
+if TYPE_CHECKING:
+    from paysvc.bootstrap import Container
 
 app = typer.Typer(help="Outgoing events and their deliveries.", no_args_is_help=True)
+
+# Ids, types and delivery states are always shown whole; on a narrow terminal the payment and
+# at last the time are left out (named under the table).
+EVENT_COLUMNS = (
+    Col("id", keep=True),
+    Col("type", keep=True),
+    Col("payment", keep=True, priority=2),
+    Col("deliveries", keep=True),
+    Col("created", keep=True, priority=1),
+)
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -30,9 +40,11 @@ def list_events(
     ] = None,
     payment: Annotated[str | None, typer.Option(help="Only this payment's events")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List the most recent events with the state of each delivery."""
+    from paysvc.events.repository import EventFilter
+    from paysvc.events.schemas import render_event
 
     async def work(container: Container) -> list[dict[str, Any]]:
         items, _more = await container.events.list(
@@ -47,35 +59,31 @@ def list_events(
     if as_json:
         print_json(events)
         return
-    widest = max((len(e["id"]) for e in events), default=2)
-    table = Table(
-        Column("id", no_wrap=True, min_width=widest),
-        "type",
-        "payment",
-        "deliveries",
-        "created",
-    )
-    for event in events:
-        deliveries = "\n".join(
-            f"{d['destination']}: {d['status']} ({d['attempts']})"
-            + (
-                f" {d['last_status_code'] or d['last_error']}"
-                if d["status"] != "delivered" and d["attempts"]
-                else ""
-            )
-            for d in event["deliveries"]
+    rows = [
+        (
+            e["id"],
+            e["type"],
+            e["payment_id"],
+            "\n".join(_delivery(d) for d in e["deliveries"]) or "-",
+            when(e["created_at"]),
         )
-        table.add_row(
-            event["id"], event["type"], event["payment_id"], deliveries or "-", event["created_at"]
-        )
-    console.print(table)
+        for e in events
+    ]
+    console.print(table(EVENT_COLUMNS, rows))
+
+
+def _delivery(d: dict[str, Any]) -> str:
+    """`order: dead (24, last 500)`"""
+    last = d["last_status_code"] or d["last_error"]
+    detail = f", last {last}" if d["status"] != "delivered" and last else ""
+    return f"{d['destination']}: {d['status']} ({d['attempts']}{detail})"
 
 
 @app.command()
 def redeliver(
     event_id: Annotated[str | None, typer.Argument(help="evt_… id")] = None,
     dead: Annotated[bool, typer.Option("--dead", help="Every dead delivery")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Queue an event again for its destinations (or, with --dead, every dead delivery).
     Receivers deduplicate on the event id; a running `paysvc serve` sends them."""
@@ -91,4 +99,4 @@ def redeliver(
     if as_json:
         print_json({"id": event_id, "queued": queued})
         return
-    console.print(f"{queued} deliveries queued again")
+    line(f"{queued} deliveries queued again")

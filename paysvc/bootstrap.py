@@ -20,11 +20,13 @@ from paysvc.events.outbox import Outbox, enabled_destinations
 from paysvc.events.service import EventService
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.failover import FailoverGateway
+from paysvc.gateways.instrumented import InstrumentedGateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.gateways.stripe import StripeGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
+from paysvc.metrics import Metrics
 from paysvc.operations.completer import Completer
 from paysvc.operations.service import Ledger
 from paysvc.orders.service import OrderService
@@ -53,6 +55,7 @@ class Container:
     idempotency: IdempotencyService
     admin: AdminService
     audit_trail: AuditTrail
+    metrics: Metrics
     outbox: Outbox
     events: EventService
     orders: OrderService
@@ -72,7 +75,8 @@ def build_container(
     clock = clock or SystemClock()
     keyring = Keyring(settings.encryption_key, settings.encryption_keys_retired)
     db = Database(settings.database_url, keyring)
-    gateways = _gateways(settings, db, clock, wrap_gateway)
+    metrics = Metrics()
+    gateways = _gateways(settings, db, clock, metrics, wrap_gateway)
     audit = AuditLog(clock)
     timing = settings.timing
     ledger = Ledger(gateways, clock, timing)
@@ -80,7 +84,7 @@ def build_container(
         clock,
         enabled_destinations(settings.events_destinations, settings.notification_service_url),
     )
-    payments = PaymentService(db, gateways, clock, audit, ledger, outbox)
+    payments = PaymentService(db, gateways, clock, audit, ledger, outbox, metrics)
     if settings.order_validation == "strict":
         payments.order_validator = OrderValidator(settings.order_payable_statuses)
     refunds = RefundService(db, gateways, clock, audit, payments)
@@ -89,7 +93,7 @@ def build_container(
     completer = Completer(db, ledger, payments, clock)
     disputes = DisputeService(db, payments, clock, audit)
     webhooks = WebhookService(
-        db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds
+        db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds, metrics
     )
     # Webhooks that arrived before their payment had a gateway reference apply right away.
     payments.confirm_listeners.append(webhooks.retry_for_payment)
@@ -97,7 +101,9 @@ def build_container(
     # A confirm that settles a payment of a cancelled order releases the money again at once;
     # after every applying completer pass, so are those whose operations it settled.
     payments.confirm_listeners.append(orders.settle_payment)
-    reconcile = ReconcileService(db, gateways, payments, webhooks, clock, refunds, completer)
+    reconcile = ReconcileService(
+        db, gateways, payments, webhooks, clock, refunds, completer, metrics
+    )
     reconcile.after_completion.append(orders.settle_cancelled)
     return Container(
         settings=settings,
@@ -119,6 +125,7 @@ def build_container(
         outbox=outbox,
         events=EventService(db, clock, audit, outbox),
         orders=orders,
+        metrics=metrics,
     )
 
 
@@ -126,6 +133,7 @@ def _gateways(
     settings: Settings,
     db: Database,
     clock: Clock,
+    metrics: Metrics,
     wrap: Callable[[Gateway], Gateway] | None,
 ) -> Gateways:
     chain: list[Gateway] = []
@@ -143,4 +151,10 @@ def _gateways(
             chain.append(SandboxGateway(db, clock))
     if wrap is not None:
         chain = [wrap(gateway) for gateway in chain]
-    return Gateways(FailoverGateway(chain, clock))
+    # Every gateway call is counted and timed (the one seam), under the gateway's own name.
+    chain = [InstrumentedGateway(gateway, metrics) for gateway in chain]
+    failover = FailoverGateway(chain, clock)
+    metrics.watch_circuits(
+        lambda: [(name, str(b.state(clock.now()))) for name, b in failover.breakers.items()]
+    )
+    return Gateways(failover)

@@ -17,7 +17,6 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +48,8 @@ from paysvc.gateways.base import (
 from paysvc.gateways.registry import Gateways
 from paysvc.idempotency.service import attach_resource
 from paysvc.ids import new_id, plausible
+from paysvc.logs import payment_id_var
+from paysvc.metrics import Metrics
 from paysvc.operations.models import Operation
 from paysvc.operations.repository import OperationRepository
 from paysvc.operations.service import Call, Ledger, Outcome, classify
@@ -62,7 +63,6 @@ from paysvc.payments.schemas import render_payment
 from paysvc.payments.states import LIVE, REFUNDABLE, PaymentStatus, check_transition
 
 S = PaymentStatus
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 # Called with a payment id after a confirm settled (e.g. to apply webhooks that came early).
 ConfirmListener = Callable[[str], Awaitable[object]]
@@ -99,7 +99,9 @@ class PaymentService:
         audit: AuditLog,
         ledger: Ledger,
         outbox: Outbox,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.db = db
         self.gateways = gateways
         self.clock = clock
@@ -226,6 +228,7 @@ class PaymentService:
             await session.flush()
             self._event(session, payment, "created", None, S.PENDING, actor, amount=payment.amount)
             self.outbox.record(session, "payment.created", payment, render_payment(payment))
+            self._count(session, payment)
             await attach_resource(session, payment.id)
             self.audit.record(
                 session,
@@ -241,13 +244,16 @@ class PaymentService:
             )
             return payment
 
-        return await self.db.run(work)
+        created = await self.db.run(work)
+        payment_id_var.set(created.id)
+        return created
 
     # -- confirm -------------------------------------------------------------------------
 
     async def confirm(self, actor: Actor, payment_id: str, payment_method: str | None) -> Payment:
         """Charge (or authorize) the payment. Returns it `captured`/`authorized`, or
         `processing` when the gateway's answer was lost; raises CardError on a decline."""
+        payment_id_var.set(payment_id)
 
         async def begin(session: AsyncSession) -> Call:
             seen = await self.load(session, actor, payment_id)
@@ -300,6 +306,7 @@ class PaymentService:
     # -- capture -------------------------------------------------------------------------
 
     async def capture(self, actor: Actor, payment_id: str, amount: int | None) -> Payment:
+        payment_id_var.set(payment_id)
         if not actor.is_staff:
             raise PermissionDenied("Only service or admin callers may capture payments")
 
@@ -326,6 +333,7 @@ class PaymentService:
     async def cancel(
         self, actor: Actor, payment_id: str, reason: str | None, refund_if_captured: bool = False
     ) -> Payment:
+        payment_id_var.set(payment_id)
         if refund_if_captured and not actor.is_staff:
             raise PermissionDenied(
                 "refund_if_captured is for service or admin callers", param="refund_if_captured"
@@ -601,6 +609,7 @@ class PaymentService:
         check_transition(previous, target)
         payment.status = target
         payment.updated_at = self.clock.now()
+        self._count(session, payment)
         self._event(
             session,
             payment,
@@ -620,6 +629,11 @@ class PaymentService:
             details={"from": previous, "to": str(target), "reason": reason},
         )
         self.outbox.record(session, PAYMENT_EVENT_TYPES[target], payment, render_payment(payment))
+
+    def _count(self, session: AsyncSession, payment: Payment) -> None:
+        self.metrics.payment_reached(
+            session, payment.status, payment.gateway, payment.currency, payment.amount
+        )
 
     def _event(
         self,

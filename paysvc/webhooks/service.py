@@ -26,6 +26,8 @@ from paysvc.clock import Clock
 from paysvc.db.engine import Database
 from paysvc.disputes.service import DisputeService
 from paysvc.errors import InvalidRequest, MalformedRequest
+from paysvc.gateways.base import GatewayPaymentStatus
+from paysvc.metrics import Metrics
 from paysvc.payments.models import Payment
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import PaymentService
@@ -71,6 +73,7 @@ DISPUTE_EVENTS = frozenset(
     {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
 )
 HANDLED = PAYMENT_EVENTS | REFUND_EVENTS | DISPUTE_EVENTS
+MONEY_TAKEN = frozenset({GatewayPaymentStatus.CAPTURED, GatewayPaymentStatus.AUTHORIZED})
 
 
 class WebhookService:
@@ -83,7 +86,9 @@ class WebhookService:
         payments: PaymentService,
         disputes: DisputeService,
         refunds: RefundService,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.db = db
         self.secrets = tuple(secrets)
         self.clock = clock
@@ -107,6 +112,7 @@ class WebhookService:
                 tolerance=TOLERANCE_SECONDS,
             )
         except InvalidSignature as error:
+            self.metrics.webhooks.labels("unverified", "invalid_signature").inc()
             await self._audit_rejection(actor, error.reason)
             raise InvalidRequest(
                 f"Invalid webhook signature: {error.reason}",
@@ -142,7 +148,10 @@ class WebhookService:
             self._finish(row, status)
             return status
 
-        return await self.db.run(work)
+        result = await self.db.run(work)
+        # Stripe has hundreds of event types: label the ones we handle, the rest as "other".
+        self.metrics.webhooks.labels(event_type if event_type in HANDLED else "other", result).inc()
+        return result
 
     # -- pending events ------------------------------------------------------------------
 
@@ -173,6 +182,17 @@ class WebhookService:
 
         async def find(session: AsyncSession) -> Sequence[str]:
             return await WebhookRepository(session).pending_with_known_payment(limit, REFUND_EVENTS)
+
+        return await self.db.run(find, write=False)
+
+    async def waiting_payment_events(self, limit: int = 200) -> Sequence[str]:
+        """Payment events about another intent of a payment we know that holds money: the
+        order paid twice (reconciliation reports them for a human)."""
+
+        async def find(session: AsyncSession) -> Sequence[str]:
+            return await WebhookRepository(session).pending_about_another_intent(
+                limit, PAYMENT_EVENTS
+            )
 
         return await self.db.run(find, write=False)
 
@@ -221,6 +241,18 @@ class WebhookService:
             and payment.gateway_reference is not None
             and link.reference != payment.gateway_reference
         ):
+            # Another intent of this payment. If it holds money, the order is paid twice: kept
+            # pending, reported by every reconcile run (`order_charged_twice`), never ignored.
+            other = payment_from_intent(obj) if row.type in PAYMENT_EVENTS else None
+            if other is not None and other.status in MONEY_TAKEN:
+                log.warning(
+                    "payment %s: the gateway holds %s under another intent %s; reported as "
+                    "order_charged_twice",
+                    payment.id,
+                    other.status,
+                    other.reference,
+                )
+                return InboxStatus.PENDING
             return InboxStatus.IGNORED  # about an earlier, abandoned intent of this payment
         try:
             if row.type in PAYMENT_EVENTS:

@@ -226,6 +226,7 @@ COMMANDS = [
     ["refunds", "create"],
     ["refunds", "list"],
     ["reconcile"],
+    ["report"],
     ["idempotency"],
     ["idempotency", "purge"],
     ["keys"],
