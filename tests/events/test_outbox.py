@@ -236,6 +236,8 @@ async def test_a_dead_delivery_is_logged_counted_listed_and_can_be_redelivered(
     assert delivery.last_attempt_at - event.created_at > dt.timedelta(hours=69)  # ~3 days
     assert any("dead" in r.getMessage() and event.id in r.getMessage() for r in caplog.records)
     await eventually(dead_gauge_is(1))  # refreshed by the dispatcher after each pass
+    exposed = await (await api.client.get("/metrics")).text()
+    assert "paysvc_events_dead 1.0" in exposed and "paysvc_events_pending 0.0" in exposed
     listed = await api.get("/admin/events?status=dead", ADMIN)
     assert [e["id"] for e in listed["data"]] == [event.id]
     (delivery,) = listed["data"][0]["deliveries"]
