@@ -34,6 +34,7 @@ from paysvc.errors import (
     PermissionDenied,
     StateConflict,
 )
+from paysvc.events.outbox import PAYMENT_EVENT_TYPES, Outbox
 from paysvc.gateways.base import (
     CardDeclined,
     GatewayError,
@@ -55,6 +56,7 @@ from paysvc.operations.service import Call, Ledger, Outcome, classify
 from paysvc.operations.states import CONFIRMS, OPEN, OperationStatus, may_move
 from paysvc.operations.states import OperationKind as K
 from paysvc.operations.states import OperationStatus as OS
+from paysvc.orders.validation import OrderValidator
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.repository import PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
@@ -96,6 +98,7 @@ class PaymentService:
         clock: Clock,
         audit: AuditLog,
         ledger: Ledger,
+        outbox: Outbox,
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -104,6 +107,8 @@ class PaymentService:
         self.clock = clock
         self.audit = audit
         self.ledger = ledger
+        self.outbox = outbox  # every state change writes its outgoing event
+        self.order_validator: OrderValidator | None = None  # ORDER_VALIDATION=strict
         self.refund_remainder: RefundRemainder | None = None
         self.refund_projector: RefundProjector | None = None
         self.confirm_listeners: list[ConfirmListener] = []
@@ -175,7 +180,11 @@ class PaymentService:
 
     # -- create --------------------------------------------------------------------------
 
-    async def create_intent(self, actor: Actor, intent: NewIntent) -> Payment:
+    async def create_intent(
+        self, actor: Actor, intent: NewIntent, *, authorization: str | None = None
+    ) -> Payment:
+        """A new `pending` payment. With order validation on, the order service must first
+        agree (asked with the caller's `authorization`, holding no transaction)."""
         customer_id = intent.customer_id
         if not actor.is_staff:
             if customer_id not in (None, actor.id):
@@ -186,6 +195,10 @@ class PaymentService:
         elif customer_id is None:
             raise InvalidRequest(
                 "customer_id: required for service and admin callers", param="customer_id"
+            )
+        if self.order_validator is not None:
+            await self.order_validator.check(
+                intent.order_id, customer_id, intent.amount, intent.currency, authorization
             )
 
         async def work(session: AsyncSession) -> Payment:
@@ -214,6 +227,7 @@ class PaymentService:
             repo.add(payment)
             await session.flush()
             self._event(session, payment, "created", None, S.PENDING, actor, amount=payment.amount)
+            self.outbox.record(session, "payment.created", payment, render_payment(payment))
             self._count(session, payment)
             await attach_resource(session, payment.id)
             self.audit.record(
@@ -589,7 +603,8 @@ class PaymentService:
         reason: str | None,
         amount: int | None = None,
     ) -> None:
-        """The one place a payment's status changes: checked, historied and audited."""
+        """The one place a payment's status changes: checked, historied, audited, and
+        announced (the outgoing event, in the same transaction)."""
         previous = payment.status
         check_transition(previous, target)
         payment.status = target
@@ -613,6 +628,7 @@ class PaymentService:
             payment.id,
             details={"from": previous, "to": str(target), "reason": reason},
         )
+        self.outbox.record(session, PAYMENT_EVENT_TYPES[target], payment, render_payment(payment))
 
     def _count(self, session: AsyncSession, payment: Payment) -> None:
         self.metrics.payment_reached(

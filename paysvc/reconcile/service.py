@@ -182,6 +182,9 @@ class ReconcileService:
         self.clock = clock
         self.refunds = refunds
         self.completer = completer
+        # Run after each applying completer pass: work that waits for operations' outcomes
+        # (settling the payments of cancelled orders).
+        self.after_completion: list[Callable[[Actor], Awaitable[object]]] = []
 
     async def run_once(self) -> Report:
         """One background pass: the completer over operations stuck past the background age,
@@ -300,6 +303,12 @@ class ReconcileService:
             resend_after=timing.stuck_after if background else dt.timedelta(),
         )
         report.errors.extend(done.errors)
+        for follow_up in self.after_completion if apply else ():
+            try:
+                await follow_up(actor)
+            except Exception as error:  # reported; the pass goes on
+                log.warning("after completion: %s", error, exc_info=True)
+                report.errors.append(f"after completion: {type(error).__name__}")
         for item in done.completed:
             if item.action in _QUIET:
                 continue

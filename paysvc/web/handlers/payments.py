@@ -39,7 +39,9 @@ TAG = ["payments"]
 @with_body(CreateIntentRequest)
 async def create_intent(request: web.Request) -> web.Response:
     payment = await container(request).payments.create_intent(
-        actor(request), NewIntent(**request[BODY])
+        actor(request),
+        NewIntent(**request[BODY]),
+        authorization=request.headers.get("Authorization"),
     )
     return json_response(render_payment(payment), status=201)
 
