@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import os
@@ -50,8 +51,48 @@ def parse_when(text: str | None, option: str) -> dt.datetime | None:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
+def _expected_head(text: str | None) -> tuple[int, str] | None:
+    from paysvc.audit import chain
+
+    if text is None:
+        return None
+    try:
+        return chain.parse_head(text)
+    except ValueError as error:
+        usage_error("--expect-head", str(error))
+
+
+@app.command()
+def head(as_json: JsonOption = False) -> None:
+    """Print the newest sealed entry as `SEQ:ID` and its MAC.
+
+    Append it to storage outside the database (cron), then `verify --expect-head SEQ:ID`
+    detects entries cut off the end of the chain. Exit 1 when nothing is sealed yet.
+    """
+    from paysvc.audit import chain
+
+    async def work(container: Container) -> chain.Head | None:
+        return await chain.head(container.db)
+
+    newest = run_async(with_container(work))
+    if newest is None:
+        fail("no sealed audit entry yet")
+    if as_json:
+        print_json({"head": str(newest), "seq": newest.seq, "id": newest.id, "mac": newest.mac})
+        return
+    line(f"{newest} {newest.mac}")
+
+
 @app.command()
 def verify(
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            metavar="SEQ:ID",
+            help="A head recorded earlier (`paysvc audit head`): fail if it is gone or changed",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     workers: Annotated[
         int, typer.Option(min=1, help="Processes verifying seq ranges in parallel")
@@ -63,16 +104,23 @@ def verify(
 ) -> None:
     """Check every entry's MAC and the chain; exit 1 naming the first bad entry.
 
-    Record the printed head (last seq and id) outside the database: cutting entries off the
-    end of the chain can only be detected against such an outside record.
+    Record the head (`paysvc audit head`) outside the database and pass the last one recorded
+    with --expect-head: cutting entries off the end of the chain can only be detected against
+    such an outside record.
     """
     from paysvc.audit import chain
+
+    expected = _expected_head(expect_head)
 
     async def work(container: Container) -> chain.VerifyResult:
         result = await chain.verify(
             container.db, container.keyring, workers=workers, from_checkpoint=from_checkpoint
         )
-        await chain.save_checkpoint(container.db, container.keyring, result)
+        if result.ok and expected is not None:
+            problem = await chain.check_head(container.db, *expected)
+            if problem is not None:
+                return dataclasses.replace(result, ok=False, first_bad=expected[1], problem=problem)
+        await chain.save_checkpoint(container.db, container.keyring, result)  # only when ok
         return result
 
     result = run_async(with_container(work))

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import console, failures_as_one_line, settings
 
+if TYPE_CHECKING:
+    from paysvc.config import Settings
+    from paysvc.keys.keyring import Keyring
+
 app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+
+
+def keyring(config: Settings) -> Keyring:
+    """The service keys, for migrations that encrypt or decrypt stored values."""
+    from paysvc.keys.keyring import Keyring
+
+    return Keyring(
+        config.encryption_key, config.encryption_keys_retired, config.encryption_keys_next
+    )
 
 
 @app.command()
@@ -16,9 +29,10 @@ def upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""
     from paysvc.db import migrate
 
-    url = settings().database_url
+    config = settings()
+    url = config.database_url
     with failures_as_one_line(url):
-        migrate.upgrade(url, revision)
+        migrate.upgrade(url, revision, keyring(config))
         console.print(f"database at {migrate.current(url) or 'base'}")
 
 
@@ -39,7 +53,8 @@ def downgrade(
     """Revert migrations down to REVISION."""
     from paysvc.db import migrate
 
-    url = settings().database_url
+    config = settings()
+    url = config.database_url
     with failures_as_one_line(url):
-        migrate.downgrade(url, revision)
+        migrate.downgrade(url, revision, keyring(config))
         console.print(f"database at {migrate.current(url) or 'base'}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import signal
 import ssl
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,6 +16,7 @@ from paysvc.errors import PaysvcError
 
 if TYPE_CHECKING:
     from paysvc.bootstrap import Container
+    from paysvc.config import Settings
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -47,12 +50,9 @@ def serve(
 ) -> None:
     """Apply migrations if needed, then run the HTTP service."""
     import uvloop
-    from aiohttp import web
 
-    from paysvc.bootstrap import build_container
     from paysvc.db import migrate
     from paysvc.logs import configure_logging
-    from paysvc.web.app import create_app
 
     config = settings()
     configure_logging(config.log_level)
@@ -64,21 +64,39 @@ def serve(
     if config.tls_cert_file and config.tls_key_file:
         tls = tls_context(config.tls_cert_file, config.tls_key_file)
     bind_host, bind_port = host or config.host, port or config.port
-    scheme = "https" if tls else "http"
     try:
-        web.run_app(
-            create_app(build_container(config)),
-            host=bind_host,
-            port=bind_port,
-            ssl_context=tls,
-            # Said once the socket is bound, so never before a "port in use".
-            print=lambda _: line(f"paysvc listening on {scheme}://{bind_host}:{bind_port}"),
-            access_log=None,  # our own access log line (request id, route template, no query)
-            loop=uvloop.new_event_loop(),  # less CPU per request than asyncio's (scripts/bench)
-        )
+        # uvloop: less CPU per request than asyncio's loop (scripts/bench)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(config, bind_host, bind_port, tls))
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             fail(f"port {bind_port} is in use (another paysvc serve?)", error_code="port_in_use")
         if error.errno == errno.EACCES:
             fail(f"no permission to listen on port {bind_port}", error_code="port_denied")
         fail(f"cannot listen on {bind_host}:{bind_port}: {error.strerror or error}")
+
+
+async def _serve(config: Settings, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+    """Serve until SIGINT or SIGTERM, with the slow-client guards (paysvc.web.slowclients)."""
+    from paysvc.bootstrap import build_container
+    from paysvc.web import slowclients
+    from paysvc.web.app import create_app
+
+    runner, _sockets = await slowclients.start(
+        create_app(build_container(config)),
+        host,
+        port,
+        request_timeout=config.request_timeout,
+        max_connections_per_ip=config.max_connections_per_ip,
+        ssl_context=tls,
+    )
+    # Said once the socket is bound, so never before a "port in use".
+    line(f"paysvc listening on {'https' if tls else 'http'}://{host}:{port}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -88,6 +88,8 @@ class Settings:
     log_level: str = "INFO"
     rate_limit_storage_url: str | None = None  # redis://…: buckets shared by every instance
     operation_stale_seconds: float = 45.0
+    request_timeout: float = 10.0  # seconds to receive a request's headers, then its body
+    max_connections_per_ip: int = 100  # concurrent connections of one client IP; 0 = no cap
 
     @property
     def timing(self) -> Timing:
@@ -224,6 +226,8 @@ class Settings:
             log_level=_choice(get, "LOG_LEVEL", "info", LOG_LEVELS).upper(),
             rate_limit_storage_url=_storage_url(get("RATE_LIMIT_STORAGE_URL")),
             operation_stale_seconds=stale,
+            request_timeout=_number(get, "REQUEST_TIMEOUT", "10", float, 0.05, 3600.0),
+            max_connections_per_ip=_number(get, "MAX_CONNECTIONS_PER_IP", "100", int, 0, 10**6),
         )
 
 

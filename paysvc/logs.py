@@ -114,6 +114,12 @@ class RedactingFilter(logging.Filter):
         for name, value in list(vars(record).items()):
             if name not in _STANDARD_ATTRS:
                 setattr(record, name, _redact_value(value))
+        # The request id (X-Request-Id) and the payment id (the path's `{id}`, set before the
+        # payment is looked up) come from the client: masked like everything else.
+        for name, var in (("request_id", request_id_var), ("payment_id", payment_id_var)):
+            value = getattr(record, name, None) or var.get()
+            if value:
+                setattr(record, name, redact(str(value)))
         return True
 
 

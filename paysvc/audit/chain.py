@@ -17,9 +17,12 @@ What `verify` catches, for someone with write access to the database but not the
   never sealed (its pending MAC fails) and is reported; a legitimate entry left unsealed for
   longer than the grace period is reported too;
 - reordering or renumbering: `seq` is inside the MAC.
-What no chain without an outside anchor catches: cutting entries off the *end*. `verify` returns
-the head (`last_seq`, `last_id`); record it elsewhere (the operator's log, monitoring) to close
-that gap.
+What no chain without an outside anchor catches: cutting entries off the *end*. So the head
+(`SEQ:ID` and its MAC) is published: the sealer logs it after each seal (JSON field
+`audit_head`) and sets the gauge `paysvc_audit_head_sequence`; `paysvc audit head` prints it;
+`check_head(seq, id)` (`paysvc audit verify --expect-head`) fails when that entry is no longer
+in the chain or is another one. An operator keeps the published heads outside the database
+(append-only) and verifies against the last one.
 
 The chain key and key rotation
 ------------------------------
@@ -54,6 +57,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
+from prometheus_client import Gauge
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,6 +88,33 @@ DEFAULT_GRACE = dt.timedelta(minutes=5)
 EXPORT_COLUMNS = ("seq", *FIELDS, "mac")
 
 
+# In the default registry: one per process, whatever the number of apps or sealers.
+HEAD_SEQUENCE = Gauge(
+    "paysvc_audit_head_sequence",
+    "Sequence number of the newest sealed audit entry (record it outside to catch truncation)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest sealed entry: `SEQ:ID` and its MAC."""
+
+    seq: int
+    id: str
+    mac: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.id}"
+
+
+def parse_head(text: str) -> tuple[int, str]:
+    """`SEQ:ID` (as `paysvc audit head` prints it) -> (seq, id); ValueError otherwise."""
+    seq, sep, entry_id = text.strip().partition(":")
+    if not sep or not seq.isdigit() or int(seq) < 1 or not entry_id.startswith("aud_"):
+        raise ValueError("expected SEQ:ID, e.g. 42:aud_...")
+    return int(seq), entry_id
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     ok: bool
@@ -100,19 +131,38 @@ class VerifyResult:
 
 async def seal_pending(db: Database, keyring: Keyring, *, batch_size: int = SEAL_BATCH) -> int:
     """Chain every unsealed entry; returns how many were sealed. Safe to run concurrently."""
+    sealed, _head = await seal(db, keyring, batch_size=batch_size)
+    return sealed
+
+
+async def seal(
+    db: Database, keyring: Keyring, *, batch_size: int = SEAL_BATCH
+) -> tuple[int, Head | None]:
+    """`seal_pending`, also returning the head after the last batch that sealed something."""
     total = 0
+    head: Head | None = None
     cursor: tuple[dt.datetime, str] | None = None
     while True:
 
         async def work(
             session: AsyncSession, after: tuple[dt.datetime, str] | None = cursor
-        ) -> tuple[int, tuple[dt.datetime, str] | None, bool]:
+        ) -> tuple[int, tuple[dt.datetime, str] | None, bool, Head | None]:
             return await _seal_batch(session, keyring, after, batch_size)
 
-        sealed, cursor, more = await db.run(work)
+        sealed, cursor, more, batch_head = await db.run(work)
         total += sealed
+        head = batch_head if sealed else head
         if not more:
-            return total
+            return total, head
+
+
+async def head(db: Database) -> Head | None:
+    """The newest sealed entry, or None when nothing is sealed yet."""
+    async with db.transaction(write=False) as session:
+        entry = await repository.last_sealed(session)
+        if entry is None or entry.seq is None:
+            return None
+        return Head(entry.seq, entry.id, entry.mac or "")
 
 
 async def _seal_batch(
@@ -120,7 +170,7 @@ async def _seal_batch(
     keyring: Keyring,
     after: tuple[dt.datetime, str] | None,
     limit: int,
-) -> tuple[int, tuple[dt.datetime, str] | None, bool]:
+) -> tuple[int, tuple[dt.datetime, str] | None, bool, Head | None]:
     await repository.lock_chain(session)
     previous = await repository.last_sealed(session)
     batch = await repository.unsealed_batch(session, after, limit)
@@ -142,7 +192,10 @@ async def _seal_batch(
         sealed += 1
     await session.flush()
     cursor = (batch[-1].occurred_at, batch[-1].id) if batch else after
-    return sealed, cursor, len(batch) == limit
+    head = None
+    if previous is not None and previous.seq is not None:
+        head = Head(previous.seq, previous.id, previous.mac or "")
+    return sealed, cursor, len(batch) == limit, head
 
 
 class AuditSealer:
@@ -176,13 +229,27 @@ class AuditSealer:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             self._wake.clear()
             try:
-                await seal_pending(self.db, self.keyring)
+                sealed, head = await seal(self.db, self.keyring)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("sealing the audit chain failed; will retry")
+            else:
+                if sealed and head is not None:
+                    publish_head(head, sealed)
             if self._stopping and not self._wake.is_set():
                 return  # stopped, and the last seal began after stop(): nothing left behind
+
+
+def publish_head(head: Head, sealed: int) -> None:
+    """The head after a seal, for an outside record: a JSON log line and the gauge."""
+    HEAD_SEQUENCE.set(head.seq)
+    log.info(
+        "audit chain sealed %d entries; head %s",
+        sealed,
+        head,
+        extra={"audit_head": str(head), "audit_head_mac": head.mac, "sealed": sealed},
+    )
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -262,6 +329,24 @@ async def verify(
                     last_id,
                 )
     return VerifyResult(True, checked, None, None, last_seq, last_id, sealed.last_digest)
+
+
+async def check_head(db: Database, seq: int, entry_id: str) -> str | None:
+    """What is wrong with a head recorded earlier (`SEQ:ID`), or None when that entry is still
+    the chain's entry `seq`: a `verify` that passes cannot see entries cut off the end."""
+    async with db.transaction(write=False) as session:
+        found = (await repository.by_seq(session, [seq])).get(seq)
+    if found is None:
+        return (
+            f"the expected head {seq}:{entry_id} is missing: entries were cut off the end of "
+            "the chain (or the head was recorded from another database)"
+        )
+    if found.id != entry_id:
+        return (
+            f"seq {seq} is {found.id}, not the expected head {entry_id}: the end of the chain "
+            "was replaced"
+        )
+    return None
 
 
 async def save_checkpoint(db: Database, keyring: Keyring, result: VerifyResult) -> bool:

@@ -61,7 +61,10 @@ class Encrypted:
         _plain(obj)[self.name] = json.loads(text) if self.as_json else text
 
     def associated(self, obj: Any) -> str:
-        return f"{obj.__tablename__}.{self.name}.{obj.id}"
+        return self.associated_for(obj.__tablename__, obj.id)
+
+    def associated_for(self, table: str, row_id: str) -> str:
+        return f"{table}.{self.name}.{row_id}"
 
 
 class EncryptedModel:

@@ -16,27 +16,34 @@ from paysvc.errors import ConfigError
 if TYPE_CHECKING:
     from alembic.config import Config
 
+from paysvc.keys.keyring import Keyring
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def alembic_config(url: str, output: io.StringIO | None = None) -> Config:
+def alembic_config(
+    url: str, output: io.StringIO | None = None, keyring: Keyring | None = None
+) -> Config:
+    """`keyring` (the service keys) lets a data migration encrypt or decrypt stored values;
+    `migration_keyring()` in a revision refuses to touch such rows without it."""
     from alembic.config import Config  # Alembic is loaded only by what migrates
 
     config = Config(str(ROOT / "alembic.ini"), stdout=output or io.StringIO())
     config.attributes["url"] = url
+    config.attributes["keyring"] = keyring
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", keyring: Keyring | None = None) -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url, keyring=keyring), revision)
 
 
-def downgrade(url: str, revision: str) -> None:
+def downgrade(url: str, revision: str, keyring: Keyring | None = None) -> None:
     from alembic import command
 
-    command.downgrade(alembic_config(url), revision)
+    command.downgrade(alembic_config(url, keyring=keyring), revision)
 
 
 def current(url: str) -> str:
@@ -106,8 +113,16 @@ def _main() -> int:
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
+    from paysvc.config import Settings
+
+    # The service keys, for data migrations that encrypt stored values (the parent checked
+    # the configuration already; the child reads the same environment).
+    config = Settings.from_env(os.environ)
+    keyring = Keyring(
+        config.encryption_key, config.encryption_keys_retired, config.encryption_keys_next
+    )
     try:
-        upgrade(os.environ[_URL_VARIABLE])
+        upgrade(os.environ[_URL_VARIABLE], keyring=keyring)
     except CommandError as error:
         print(f"migrations: {error}", file=sys.stderr)
         return 1

@@ -29,10 +29,10 @@ class IdempotencyKey(EncryptedModel, Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     principal: Mapped[str] = mapped_column(String(80))  # "<role>:<principal id>"
-    key: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(255))  # "<key id>:<HMAC of the key>", never as sent
     method: Mapped[str] = mapped_column(String(8))
-    path: Mapped[str] = mapped_column(String(1024))
-    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 hex of method, path, body
+    path: Mapped[str] = mapped_column(String(1024))  # the route template, never the raw path
+    fingerprint: Mapped[str] = mapped_column(String(64))  # HMAC of (method, raw path, body)
     state: Mapped[str] = mapped_column(String(12))
     # When the current execution started; an in-flight row older than the stale threshold
     # belongs to a crashed or hung request and may be taken over.

@@ -14,12 +14,14 @@ class IdempotencyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def find(self, principal: str, key: str) -> IdempotencyKey | None:
-        """The row for (principal, key), row-locked on PostgreSQL (SQLite already holds the
-        write lock: BEGIN IMMEDIATE)."""
+    async def find(self, principal: str, keys: list[str]) -> IdempotencyKey | None:
+        """The row for the principal under any of `keys` (one key's hash under each service
+        key), row-locked on PostgreSQL (SQLite already holds the write lock: BEGIN IMMEDIATE)."""
         query = (
             select(IdempotencyKey)
-            .where(IdempotencyKey.principal == principal, IdempotencyKey.key == key)
+            .where(IdempotencyKey.principal == principal, IdempotencyKey.key.in_(keys))
+            .order_by(IdempotencyKey.created_at)
+            .limit(1)
             .with_for_update()
             .execution_options(populate_existing=True)
         )

@@ -18,12 +18,19 @@
 - a request that failed because the database was unreachable is released as soon as the
   database answers again (`release(..., outage=True)`): the key is free, or, if its phase 1
   had committed, re-attachable at once.
+
+Nothing a client chose is stored as sent: the key is stored as "<key id>:<HMAC-SHA256>" under a
+subkey derived from the service encryption keys (never stored), the fingerprint of the request
+is an HMAC under the same subkey, and the route template (`/payments/{id}/confirm`) is stored
+instead of the raw path. A lookup tries the key's HMAC under every key of the keyring (active and
+retired), so keys stay recognised across an encryption key rotation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import logging
 from contextvars import ContextVar
@@ -40,6 +47,7 @@ from paysvc.errors import IdempotencyError, InvalidRequest
 from paysvc.idempotency.models import IdempotencyKey, KeyState
 from paysvc.idempotency.repository import IdempotencyRepository
 from paysvc.ids import new_id
+from paysvc.keys.keyring import Keyring
 
 log = logging.getLogger(__name__)
 STALE_AFTER = dt.timedelta(seconds=60)
@@ -53,10 +61,10 @@ class KeyedRequest:
     """A request carrying an Idempotency-Key, as the idempotency layer sees it."""
 
     principal: str
-    key: str
+    key: str  # as sent: only its HMAC is stored
     method: str
-    path: str
-    fingerprint: str
+    path: str  # the route template (stored), never the raw path
+    fingerprint: str  # `fingerprint()` of the raw request: only its HMAC is stored
     request_id: str | None = None
 
 
@@ -122,6 +130,19 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
+_PURPOSE = "idempotency-key"
+
+
+def hash_key(keyring: Keyring, key: str, key_id: str | None = None) -> str:
+    """The stored form of an Idempotency-Key: "<key id>:<hex HMAC>" (active key by default)."""
+    kid = keyring.active_id if key_id is None else key_id
+    return f"{kid}:{_mac(keyring, kid, key)}"
+
+
+def _mac(keyring: Keyring, key_id: str, text: str) -> str:
+    return hmac.new(keyring.derive(_PURPOSE, key_id), text.encode(), hashlib.sha256).hexdigest()
+
+
 class IdempotencyService:
     def __init__(
         self,
@@ -158,15 +179,18 @@ class IdempotencyService:
     ) -> Claim | StoredResponse | Reattach:
         repo = IdempotencyRepository(session)
         now = self.clock.now()
-        record = await repo.find(request.principal, request.key)
+        keyring = self.db.keyring
+        record = await repo.find(
+            request.principal, [hash_key(keyring, request.key, kid) for kid in keyring.key_ids]
+        )
         if record is None:
             record = IdempotencyKey(
                 id=new_id("idk"),
                 principal=request.principal,
-                key=request.key,
+                key=hash_key(keyring, request.key),
                 method=request.method,
                 path=request.path,
-                fingerprint=request.fingerprint,
+                fingerprint=_mac(keyring, keyring.active_id, request.fingerprint),
                 state=KeyState.IN_FLIGHT,
                 locked_at=now,
                 request_id=request.request_id,
@@ -176,7 +200,8 @@ class IdempotencyService:
             repo.add(record)
             await session.flush()
             return Claim(record.id, now)
-        if record.fingerprint != request.fingerprint:
+        kid = record.key.partition(":")[0]
+        if not hmac.compare_digest(record.fingerprint, _mac(keyring, kid, request.fingerprint)):
             raise IdempotencyError(
                 "This Idempotency-Key was already used with a different request "
                 f"({record.method} {record.path} with other parameters)",

@@ -30,6 +30,7 @@ from paysvc.web.handlers import (
     refunds,
     webhooks,
 )
+from paysvc.web.handlers.webhooks import FAILED_VERIFICATIONS, failure_buckets
 from paysvc.web.headers import harden
 from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
@@ -38,10 +39,12 @@ from paysvc.web.middlewares import auth_middleware, error_middleware, request_id
 from paysvc.web.openapi import setup_docs
 from paysvc.web.outbound import PlatformClient
 from paysvc.web.ratelimit import build_limiter
+from paysvc.web.slowclients import body_deadline, mark_request
 
 MAX_BODY = 64 * 1024
 SEALER_STOP_TIMEOUT = 30.0
 DISPATCHER_STOP_TIMEOUT = 30.0
+REJECTIONS_FLUSH_INTERVAL = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +58,8 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
             request_id_middleware,  # request id, logging context, access log
             http_middleware(metrics),
             error_middleware,
+            mark_request,  # the connection holds a complete request now (slow-client guard)
+            body_deadline,  # the whole body within REQUEST_TIMEOUT, else 408 and close
             ip_rate_limit,  # before auth: clients without valid credentials, per IP
             auth_middleware,
             principal_rate_limit,  # after auth: per principal
@@ -71,6 +76,7 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app[RATE_LIMITS] = build_limiter(
         settings.rate_limit_storage_url, settings.rate_limit_per_second, settings.rate_limit_burst
     )
+    app[FAILED_VERIFICATIONS] = failure_buckets()
     remote = (
         RemoteAuthenticator(settings.auth_service_url, container.clock)
         if settings.auth_mode == "remote"
@@ -152,6 +158,7 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
             await container.close()
 
     app.cleanup_ctx.append(lifetime)
+    app.cleanup_ctx.append(_rejection_flusher(container))
     if settings.reconcile_interval > 0:
         app.cleanup_ctx.append(_background_reconciler(container, settings.reconcile_interval))
     if container.db.is_sqlite:
@@ -179,6 +186,30 @@ def _every(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+    return run
+
+
+def _rejection_flusher(
+    container: Container, interval: float = REJECTIONS_FLUSH_INTERVAL
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Writes the aggregated audit entries of rejected webhooks once their minute is over, and
+    whatever is left at shutdown (before the sealer's last seal: registered after it)."""
+    rejections = container.webhooks.rejections
+    stop = asyncio.Event()
+
+    async def flush_until_stopped() -> None:
+        # Stopped by the event, never cancelled: a flush is a write transaction.
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            await rejections.flush(everything=stop.is_set())
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(flush_until_stopped(), name="paysvc-webhook-rejections")
+        yield
+        stop.set()
+        await task
 
     return run
 

@@ -12,10 +12,12 @@ Order in the middleware chain (see `create_app`):
   exempt (probes, scrapers and Stripe's retries must never be throttled).
 - `principal_rate_limit` (after auth): one bucket per authenticated principal (role + id).
 - `pci_guard` (after auth, before anything reads the body for storage — the idempotency layer
-  included): in `PCI_COMPLIANCE_MODE=strict`, any body holding a card number or a card-data field
-  name is rejected with 422 `raw_card_data` naming the JSON path (never the value). Webhooks are
-  exempt: they are Stripe's own signed payloads, verified against the signing secret, and the
-  signature covers the exact bytes — rejecting them would only make Stripe retry forever.
+  included): in `PCI_COMPLIANCE_MODE=strict`, a request whose path, query string,
+  `Idempotency-Key` or `X-Request-Id` holds a card number (`param` names which), or whose body
+  holds a card number or a card-data field name (`param`: the JSON path, never the value), is
+  rejected with 422 `raw_card_data`. Webhook bodies are exempt: they are Stripe's own signed
+  payloads, verified against the signing secret, and the signature covers the exact bytes —
+  rejecting them would only make Stripe retry forever.
 
 Buckets live in the app (`RATE_LIMITS`), in process: see `paysvc.web.ratelimit` for the
 multi-instance trade-off. Behind a proxy, the client IP is the proxy's unless the proxy's
@@ -24,15 +26,15 @@ multi-instance trade-off. Behind a proxy, the client IP is the proxy's unless th
 
 from __future__ import annotations
 
-import json
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from paysvc.errors import AuthenticationFailed, RateLimited
+from paysvc.errors import AuthenticationFailed, InvalidRequest, RateLimited
 from paysvc.web.io import Handler, container
 from paysvc.web.keys import ACTOR
 from paysvc.web.middlewares import is_public
-from paysvc.web.pci import reject_card_data
+from paysvc.web.pci import contains_card_number, reject_card_data
 from paysvc.web.ratelimit import Limiter, retry_after
 
 RATE_LIMITS = web.AppKey("rate_limits", Limiter)
@@ -81,16 +83,22 @@ async def principal_rate_limit(request: web.Request, handler: Handler) -> web.St
 
 @web.middleware
 async def pci_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if (
-        request.body_exists
-        and not request.path.startswith("/webhooks/")
-        and container(request).settings.pci_compliance_mode == "strict"
+    if container(request).settings.pci_compliance_mode != "strict":
+        return await handler(request)
+    for param, text in (
+        ("path", request.path),
+        ("query", unquote_plus(request.rel_url.raw_query_string)),
+        ("Idempotency-Key", request.headers.get("Idempotency-Key", "")),
+        ("X-Request-Id", request.headers.get("X-Request-Id", "")),
     ):
-        raw = await request.read()  # cached: the handler reads the same bytes again
-        try:
-            body: object = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            # Not JSON (the handler answers 400/415): still never let a card number through.
-            body = raw.decode("utf-8", errors="replace")
-        reject_card_data(body)
+        if contains_card_number(text):
+            raise InvalidRequest(
+                f"Raw card data is not accepted (found in the {param})",
+                code="raw_card_data",
+                param=param,
+            )
+    if request.body_exists and not request.path.startswith("/webhooks/"):
+        # Cached: the handler reads the same bytes again. Not JSON (the handler answers
+        # 400/415): still scanned as text, never let a card number through.
+        reject_card_data(await request.read())
     return await handler(request)

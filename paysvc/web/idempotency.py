@@ -47,12 +47,13 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         )
     service = request.app[CONTAINER].idempotency
     body = await request.read()  # cached for the handler; over 64 KiB -> 413, nothing stored
+    resource = request.match_info.route.resource
     outcome = await service.begin(
         KeyedRequest(
             principal=f"{actor.role}:{actor.id}",
             key=key,
             method=request.method,
-            path=request.path,
+            path=resource.canonical if resource is not None else "unmatched",
             fingerprint=fingerprint(request.method, request.path, body),
             request_id=request.get(REQUEST_ID),
         )

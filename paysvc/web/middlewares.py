@@ -27,16 +27,25 @@ from paysvc.logs import payment_id_var, redact, request_id_var
 from paysvc.web.auth import AUTHENTICATOR
 from paysvc.web.io import Handler, json_response
 from paysvc.web.keys import ACTOR, CONTAINER, REQUEST_ID
+from paysvc.web.pci import contains_card_number
 
 log = logging.getLogger("paysvc.web")
 access_log = logging.getLogger("paysvc.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 RETRY_AFTER = 5  # seconds, while the database is unreachable
 PUBLIC_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json", "/webhooks/", "/static/swagger")
 
 
 def is_public(path: str) -> bool:
     return path in ("/health", "/metrics", "/openapi.json") or path.startswith(PUBLIC_PREFIXES)
+
+
+def safe_request_id(incoming: str) -> str:
+    """The client's X-Request-Id when it is 1-64 of `[A-Za-z0-9._-]` and not a card number
+    (it is echoed, logged and audited), else a fresh one."""
+    if _REQUEST_ID.fullmatch(incoming) and not contains_card_number(incoming):
+        return incoming
+    return "req_" + secrets.token_hex(12)
 
 
 @web.middleware
@@ -46,8 +55,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     The access line names the route template (`/payments/{id}`), never the raw path or query
     string, and no header: nothing a client sent can leak into the log through it.
     """
-    incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
+    request_id = safe_request_id(request.headers.get("X-Request-Id", ""))
     request[REQUEST_ID] = request_id
     context = request_id_var.set(request_id)
     payment_context = payment_id_var.set(None)  # keep-alive: no id left from the last request

@@ -235,6 +235,7 @@ COMMANDS = [
     ["keys", "rotate"],
     ["audit"],
     ["audit", "verify"],
+    ["audit", "head"],
     ["audit", "export"],
     ["admin"],
     ["admin", "rebuild-rollup"],

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import re
 import socket
 import subprocess
@@ -30,9 +31,15 @@ OTHER_KEY = base64.b64encode(b"w" * 32).decode()
 
 
 def run(database_url: str, *args: str, columns: int = 80, **env: str) -> Result:
-    return runner.invoke(
-        app, list(args), env={**cli_env(database_url), "COLUMNS": str(columns), **env}
-    )
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return runner.invoke(
+            app, list(args), env={**cli_env(database_url), "COLUMNS": str(columns), **env}
+        )
+    finally:  # `serve` installs its log handler on CliRunner's stream, closed afterwards
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 async def arun(database_url: str, *args: str, columns: int = 80, **env: str) -> Result:

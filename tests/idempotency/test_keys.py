@@ -12,6 +12,7 @@ from multidict import CIMultiDictProxy
 from paysvc.bootstrap import Container
 from paysvc.gateways.sandbox import SandboxCharge
 from paysvc.idempotency.models import IdempotencyKey, KeyState
+from paysvc.idempotency.service import hash_key
 from paysvc.payments.models import Payment
 from tests.conftest import CUSTOMER, OTHER_CUSTOMER, SERVICE, Api, auth
 from tests.support import count, rows
@@ -204,7 +205,9 @@ async def test_twenty_concurrent_requests_with_one_key_execute_once(
     assert sum(1 for _, _, h in replies if "Idempotent-Replayed" not in h) >= 1
     assert await count(container, SandboxCharge) == 1
     assert (await api.get(f"/payments/{payment_id}"))["status"] == "captured"
-    [record] = await rows(container, IdempotencyKey, IdempotencyKey.key == "pay")
+    [record] = await rows(
+        container, IdempotencyKey, IdempotencyKey.key == hash_key(container.keyring, "pay")
+    )
     assert record.state == KeyState.DONE
 
 

@@ -17,6 +17,7 @@ from paysvc.audit.models import AuditEntry
 from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container
 from paysvc.idempotency.models import IdempotencyKey
+from paysvc.idempotency.service import hash_key
 from tests.conftest import CUSTOMER, ENCRYPTION_KEY, EVENTS_SECRET, JWT_SECRET
 from tests.support import rows
 
@@ -46,7 +47,7 @@ async def make_keys(client: TestClient[Any, Any], container: Container, ages_h: 
         async def backdate(session: AsyncSession, key: str = key, age: int = age) -> None:
             await session.execute(
                 update(IdempotencyKey)
-                .where(IdempotencyKey.key == key)
+                .where(IdempotencyKey.key == hash_key(container.keyring, key))
                 .values(created_at=container.clock.now() - dt.timedelta(hours=age))
             )
 
@@ -60,7 +61,8 @@ async def test_purge_removes_keys_older_than_24h_by_default(
     result = await paysvc(database_url, "idempotency", "purge", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"purged": 2, "older_than": "24h"}
-    assert sorted(r.key for r in await rows(container, IdempotencyKey)) == ["k0-0h", "k1-23h"]
+    kept = sorted(r.key for r in await rows(container, IdempotencyKey))
+    assert kept == sorted(hash_key(container.keyring, k) for k in ("k0-0h", "k1-23h"))
     purges = [e for e in await rows(container, AuditEntry) if e.action == "idempotency.purge"]
     assert len(purges) == 1
     assert purges[0].actor_id.startswith("operator") and purges[0].origin.startswith("cli")
