@@ -98,5 +98,5 @@ def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
                 )
             )
         else:
-            chain.append(SandboxGateway(db, clock))
+            chain.append(SandboxGateway(db, clock, settings.public_url))
     return Gateways(FailoverGateway(chain, clock))

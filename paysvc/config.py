@@ -45,6 +45,8 @@ class Settings:
     rate_limit_per_second: float
     rate_limit_burst: int
     reconcile_interval: float = 30.0  # seconds between background passes; 0 turns it off
+    # Where browsers reach this service (the sandbox's 3-D Secure page links to it).
+    public_url: str = "http://localhost:8009"
 
     @property
     def is_sqlite(self) -> bool:
@@ -96,6 +98,7 @@ class Settings:
         if "stripe" in gateways and not stripe_key:
             raise ConfigError("STRIPE_SECRET_KEY", "is required when PAYMENT_GATEWAY uses stripe")
 
+        port = _number(get, "PORT", "8009", int, 1, 65535)
         tls_cert, tls_key = get("TLS_CERT_FILE"), get("TLS_KEY_FILE")
         if bool(tls_cert) != bool(tls_key):
             raise ConfigError(
@@ -128,13 +131,18 @@ class Settings:
                 get, "PCI_COMPLIANCE_MODE", "strict", ("strict", "permissive")
             ),
             host=get("HOST") or "0.0.0.0",  # noqa: S104 - a service listens on all interfaces
-            port=_number(get, "PORT", "8009", int, 1, 65535),
+            port=port,
             tls_cert_file=_existing_file("TLS_CERT_FILE", tls_cert),
             tls_key_file=_existing_file("TLS_KEY_FILE", tls_key),
             rate_limit_per_second=_number(get, "RATE_LIMIT_PER_SECOND", "100", float, 0.001, 1e9),
             rate_limit_burst=_number(get, "RATE_LIMIT_BURST", "200", int, 1, 10**9),
             reconcile_interval=_number(get, "RECONCILE_INTERVAL", "30", float, 0.0, 86400.0),
+            public_url=_url(get, "PUBLIC_URL", _default_public_url(port, bool(tls_cert))),
         )
+
+
+def _default_public_url(port: int, tls: bool) -> str:
+    return f"{'https' if tls else 'http'}://localhost:{port}"
 
 
 def parse_key(variable: str, text: str) -> bytes:

@@ -114,6 +114,12 @@ class AdminService:
                 raise in_progress_error(payment)
             previous = S(payment.status)
             check_transition(previous, target)
+            if target == S.REQUIRES_ACTION:
+                raise StateConflict(
+                    "requires_action comes from the gateway only (it carries the customer's "
+                    "next action)",
+                    param="status",
+                )
             if target in REFUND_STATUSES:
                 raise StateConflict(
                     "Refunded amounts change only through a refund: POST /payments/{id}/refunds",

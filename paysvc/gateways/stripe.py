@@ -47,6 +47,7 @@ from paysvc.gateways.base import (
     OutcomeUnknown,
     RefundRequest,
 )
+from paysvc.webhooks.stripe_objects import next_action_of
 
 T = TypeVar("T")
 Json = Mapping[str, Any]  # Stripe's JSON, read only through the typed readers below
@@ -62,11 +63,12 @@ _STATUS = {
     "succeeded": GatewayPaymentStatus.CAPTURED,
     "canceled": GatewayPaymentStatus.CANCELED,
     "processing": GatewayPaymentStatus.PROCESSING,
-    # We confirm at creation, so these mean the attempt failed: declined (requires_payment_method),
-    # or it needs customer authentication (3-D Secure) that this server-side API cannot complete.
+    # We confirm at creation, so these mean the attempt failed (declined, or authentication
+    # failed: requires_payment_method with last_payment_error).
     "requires_payment_method": GatewayPaymentStatus.FAILED,
     "requires_confirmation": GatewayPaymentStatus.FAILED,
-    "requires_action": GatewayPaymentStatus.FAILED,
+    # The customer must authenticate (3-D Secure): `next_action` says how.
+    "requires_action": GatewayPaymentStatus.REQUIRES_ACTION,
 }
 _REFUND_STATUS = {
     "pending": GatewayRefundStatus.PENDING,
@@ -112,7 +114,9 @@ class StripeGateway:
 
         One call means one key, and no PaymentIntent left unconfirmed by a crash between two
         calls. `automatic_payment_methods[allow_redirects]=never` is what Stripe requires to
-        confirm server-side without a `return_url` (card only, no redirects).
+        confirm server-side without a `return_url` (card only, no redirects; a 3-D Secure
+        challenge then comes as `use_stripe_sdk`). With the caller's `return_url`, redirects are
+        allowed and a challenge comes as `redirect_to_url`.
         """
         params: stripe.params.PaymentIntentCreateParams = {
             "amount": request.amount,
@@ -128,7 +132,13 @@ class StripeGateway:
             "expand": ["payment_method"],
         }
         if "automatic_payment_methods" not in self._unsupported:
-            params["automatic_payment_methods"] = {"enabled": True, "allow_redirects": "never"}
+            params["automatic_payment_methods"] = (
+                {"enabled": True}
+                if request.return_url
+                else {"enabled": True, "allow_redirects": "never"}
+            )
+        if request.return_url and "return_url" not in self._unsupported:
+            params["return_url"] = request.return_url
         try:
             intent = await self._call(
                 "charge",
@@ -137,7 +147,10 @@ class StripeGateway:
                 ),
             )
         except GatewayRejected as exc:
-            if not self._learn_unsupported(exc, "automatic_payment_methods"):
+            if not (
+                self._learn_unsupported(exc, "automatic_payment_methods")
+                or self._learn_unsupported(exc, "return_url")
+            ):
                 raise
             return await self.charge(request)
         except CardDeclined as exc:
@@ -411,6 +424,9 @@ def _payment(data: Json, decline: Decline | None = None) -> GatewayPayment:
         card=_card(data),
         decline=(decline or _last_decline(data, _str(data, "status"))) if failed else None,
         gateway=NAME,
+        next_action=(
+            next_action_of(data) if status is GatewayPaymentStatus.REQUIRES_ACTION else None
+        ),
     )
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from paysvc.clock import rfc3339
 from paysvc.payments.models import Payment
@@ -12,6 +13,24 @@ from paysvc.payments.states import PaymentStatus
 from paysvc.schemas import Currency, ListQueryArgs, StrictInt, amount_field, metadata_field
 
 CANCELLATION_REASONS = ("requested_by_customer", "duplicate", "fraudulent", "abandoned")
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def check_return_url(value: str) -> None:
+    """https anywhere, or http on this machine only (local development); nothing else."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018  # raises ValueError on a malformed port
+    except ValueError:
+        raise ValidationError("must be a valid URL") from None
+    if not host or parts.username is not None or parts.password is not None:
+        raise ValidationError("must be an absolute URL with a host and no credentials")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
+        raise ValidationError("must not contain whitespace or control characters")
+    if parts.scheme == "https" or (parts.scheme == "http" and host in LOCAL_HOSTS):
+        return
+    raise ValidationError("must be an https URL (http only on localhost)")
 
 
 class CreateIntentRequest(Schema):
@@ -33,6 +52,13 @@ class CreateIntentRequest(Schema):
 
 class ConfirmRequest(Schema):
     payment_method = fields.String(validate=validate.Length(min=1, max=255))
+    return_url = fields.String(
+        validate=[validate.Length(min=1, max=2048), check_return_url],
+        metadata={
+            "description": "where the customer's browser returns after 3-D Secure "
+            "authentication: https (http on localhost only)"
+        },
+    )
 
 
 class CaptureRequest(Schema):
@@ -91,6 +117,13 @@ class PaymentOut(Schema):
     cancellation_reason = fields.String(allow_none=True)
     description = fields.String(allow_none=True)
     metadata = fields.Dict()
+    next_action = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "while requires_action: {type: redirect_to_url, redirect_to_url: "
+            "{url, return_url}} (or {type: use_stripe_sdk}); null otherwise"
+        },
+    )
     disputed = fields.Boolean()
     gateway = fields.String()
     gateway_reference = fields.String(allow_none=True)
@@ -132,6 +165,9 @@ def render_payment(payment: Payment) -> dict[str, Any]:
         "cancellation_reason": payment.cancellation_reason,
         "description": payment.description,
         "metadata": payment.meta or {},
+        "next_action": payment.next_action
+        if payment.status == PaymentStatus.REQUIRES_ACTION
+        else None,
         "disputed": payment.disputed,
         "gateway": payment.gateway,
         "gateway_reference": payment.gateway_reference,

@@ -212,13 +212,30 @@ class PaymentService:
 
     # -- confirm -------------------------------------------------------------------------
 
-    async def confirm(self, actor: Actor, payment_id: str, payment_method: str | None) -> Payment:
-        """Charge (or authorize) the payment. Returns it `captured`/`authorized`, or
-        `processing` when the gateway's answer was lost; raises CardError on a decline."""
+    async def confirm(
+        self,
+        actor: Actor,
+        payment_id: str,
+        payment_method: str | None,
+        return_url: str | None = None,
+    ) -> Payment:
+        """Charge (or authorize) the payment. Returns it `captured`/`authorized`,
+        `requires_action` when the customer must authenticate (3-D Secure), or `processing`
+        when the gateway's answer was lost; raises CardError on a decline.
 
-        async def begin(session: AsyncSession) -> tuple[ChargeRequest, bool]:
+        Confirming a `requires_action` payment again (empty body) never charges: it asks the
+        gateway how the authentication ended and settles the payment (`settle_action`)."""
+
+        async def begin(session: AsyncSession) -> tuple[ChargeRequest, bool] | None:
             payment = await self.load(session, actor, payment_id, for_update=True)
             resuming = self._take_over(payment, "confirm")
+            if not resuming and payment.status == S.REQUIRES_ACTION:
+                if payment_method is not None or return_url is not None:
+                    raise StateConflict(
+                        "The payment awaits the customer's authentication: confirm it again "
+                        "with an empty body to learn the outcome, or cancel it"
+                    )
+                return None
             if not resuming:
                 if payment.status != S.PENDING:
                     raise StateConflict(f"Cannot confirm a payment that is {payment.status}")
@@ -243,10 +260,14 @@ class PaymentService:
                 capture_method=payment.capture_method,
                 payment_method=str(payment.payment_method),
                 idempotency_key=f"{payment.id}-confirm-{payment.confirm_attempts}",
+                return_url=return_url,
             )
             return request, resuming
 
-        request, resuming = await self.db.run(begin)
+        begun = await self.db.run(begin)
+        if begun is None:
+            return await self.settle_action(actor, payment_id, raise_decline=True)
+        request, resuming = begun
         result = await self._charge(request, resuming)
 
         async def finish(session: AsyncSession) -> Payment:
@@ -283,6 +304,44 @@ class PaymentService:
             )
         if isinstance(result, GatewayError) and not isinstance(result, OutcomeUnknown):
             raise gateway_failure(result)
+        return payment
+
+    async def settle_action(
+        self, actor: Actor, payment_id: str, *, raise_decline: bool = False
+    ) -> Payment:
+        """Ask the gateway how a `requires_action` payment's authentication ended and settle
+        the payment (forward only, under its row lock). Never charges. Used by the owner's
+        empty re-confirm and by the sandbox's authentication page; with `raise_decline`, a
+        failed authentication raises the 402 card error with the failed payment."""
+
+        async def read(session: AsyncSession) -> Payment:
+            return await self.load(session, actor, payment_id)
+
+        payment = await self.db.run(read, write=False)
+        if payment.status == S.REQUIRES_ACTION and payment.gateway_reference:
+            gateway = self.gateways.for_payment(payment.gateway)
+            try:
+                truth = await gateway.retrieve_payment(payment.gateway_reference)
+            except GatewayError as error:
+                raise gateway_failure(error) from None
+
+            async def settle(session: AsyncSession) -> Payment:
+                locked = await self._locked(session, payment_id)
+                self.apply_gateway_state(
+                    session, locked, truth, actor, reason="authentication settled"
+                )
+                return locked
+
+            payment = await self.db.run(settle)
+        if raise_decline and payment.status == S.FAILED and payment.failure_code:
+            raise CardError(
+                payment.failure_message or "The payment failed",
+                code=payment.failure_code,
+                extra={
+                    "decline_code": payment.failure_decline_code,
+                    "payment": render_payment(payment),
+                },
+            )
         return payment
 
     async def _charge(
@@ -361,7 +420,7 @@ class PaymentService:
                 payment.cancellation_reason = reason
                 self.transition(session, payment, S.CANCELLED, actor, reason=reason or "cancelled")
                 return payment, None
-            if payment.status != S.AUTHORIZED:
+            if payment.status not in (S.AUTHORIZED, S.REQUIRES_ACTION):
                 raise StateConflict(f"Cannot cancel a payment that is {payment.status}")
             payment.cancellation_reason = reason
             self._mark(payment, "cancel")
@@ -374,13 +433,22 @@ class PaymentService:
         if reference is None:
             return payment
         gateway = self.gateways.for_payment(payment.gateway)
-        return await self._finish_operation(
-            actor,
-            payment_id,
-            "cancel",
-            lambda: gateway.cancel(reference, f"{payment_id}-cancel"),
-            reason=reason or "cancelled",
+
+        async def void() -> GatewayPayment:
+            try:
+                return await gateway.cancel(reference, f"{payment_id}-cancel")
+            except GatewayRejected:
+                # E.g. the customer finished authenticating meanwhile: record what it is.
+                return await gateway.retrieve_payment(reference)
+
+        cancelled = await self._finish_operation(
+            actor, payment_id, "cancel", void, reason=reason or "cancelled"
         )
+        if cancelled.status != S.CANCELLED:
+            raise StateConflict(
+                f"The payment became {cancelled.status} before it could be cancelled"
+            )
+        return cancelled
 
     # -- shared machinery ----------------------------------------------------------------
 
@@ -439,6 +507,12 @@ class PaymentService:
         reconciliation and webhooks alike. An in-flight operation marker the truth
         resolves (e.g. a confirm whose answer a webhook brought first) is cleared."""
         self._remember(payment, truth)
+        if (
+            truth.next_action is not None
+            and truth.status == GatewayPaymentStatus.REQUIRES_ACTION
+            and payment.status in (S.PENDING, S.REQUIRES_ACTION)
+        ):
+            payment.next_action = truth.next_action.as_dict()
         target = gateway_target(payment.status, truth.status)
         if target is None:
             return False
@@ -530,6 +604,8 @@ class PaymentService:
         previous = payment.status
         check_transition(previous, target)
         payment.status = target
+        if target != S.REQUIRES_ACTION and payment.next_action is not None:
+            payment.next_action = None
         payment.updated_at = self.clock.now()
         self._event(
             session,
@@ -620,18 +696,21 @@ def gateway_target(current: str, truth: GatewayPaymentStatus) -> PaymentStatus |
     there or the move would go backwards (out-of-order or stale news)."""
     status = S(current)
     g = GatewayPaymentStatus
-    if truth == g.CAPTURED and status in (S.PENDING, S.PROCESSING, S.AUTHORIZED):
+    undecided = (S.PENDING, S.REQUIRES_ACTION, S.PROCESSING)
+    if truth == g.CAPTURED and status in (*undecided, S.AUTHORIZED):
         return S.CAPTURED
-    if truth == g.AUTHORIZED and status in (S.PENDING, S.PROCESSING):
+    if truth == g.AUTHORIZED and status in undecided:
         return S.AUTHORIZED
-    if truth == g.FAILED and status in (S.PENDING, S.PROCESSING):
+    if truth == g.FAILED and status in undecided:
         return S.FAILED
-    if truth == g.CANCELED and status in (S.PENDING, S.AUTHORIZED):
+    if truth == g.CANCELED and status in (S.PENDING, S.REQUIRES_ACTION, S.AUTHORIZED):
         return S.CANCELLED
     if truth == g.CANCELED and status == S.PROCESSING:
         return S.FAILED  # processing may not become cancelled; nothing was taken either way
-    if truth == g.PROCESSING and status == S.PENDING:
+    if truth == g.PROCESSING and status in (S.PENDING, S.REQUIRES_ACTION):
         return S.PROCESSING
+    if truth == g.REQUIRES_ACTION and status == S.PENDING:
+        return S.REQUIRES_ACTION
     return None
 
 
@@ -639,7 +718,9 @@ def operation_resolved(operation: str, status: PaymentStatus) -> bool:
     """Whether a payment now in `status` has the answer an in-flight `operation` awaited."""
     if operation == "confirm":
         return status not in (S.PENDING, S.PROCESSING)
-    return status != S.AUTHORIZED  # capture, cancel
+    if operation == "cancel":
+        return status not in (S.AUTHORIZED, S.REQUIRES_ACTION)
+    return status != S.AUTHORIZED  # capture
 
 
 def order_already_paid_error() -> StateConflict:

@@ -18,7 +18,16 @@ from paysvc.bootstrap import Container
 from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.guards import RATE_LIMITS, ip_rate_limit, pci_guard, principal_rate_limit
-from paysvc.web.handlers import admin, audit, disputes, health, payments, refunds, webhooks
+from paysvc.web.handlers import (
+    admin,
+    audit,
+    disputes,
+    health,
+    payments,
+    refunds,
+    sandbox,
+    webhooks,
+)
 from paysvc.web.headers import harden
 from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
@@ -77,6 +86,8 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(disputes.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(admin.routes)
+    if "sandbox" in settings.payment_gateways:  # its 3-D Secure page exists only with it
+        app.add_routes(sandbox.routes)
     _OpenApi(
         app=app, title="paysvc", version=__version__, url="/openapi.json", swagger_path="/docs"
     )

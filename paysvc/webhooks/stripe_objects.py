@@ -6,6 +6,7 @@ Only the Stripe adapter imports the SDK; webhooks arrive as JSON and are read he
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from paysvc.gateways.base import (
     GatewayPaymentStatus,
     GatewayRefund,
     GatewayRefundStatus,
+    NextAction,
 )
 
 _PI_STATUS = {
@@ -25,6 +27,7 @@ _PI_STATUS = {
     "requires_capture": GatewayPaymentStatus.AUTHORIZED,
     "canceled": GatewayPaymentStatus.CANCELED,
     "processing": GatewayPaymentStatus.PROCESSING,
+    "requires_action": GatewayPaymentStatus.REQUIRES_ACTION,
 }
 _REFUND_STATUS = {
     "pending": GatewayRefundStatus.PENDING,
@@ -70,9 +73,24 @@ def link_of(obj: dict[str, Any]) -> PaymentLink:
     return PaymentLink(reference=reference, payment_id=payment_id)
 
 
+def next_action_of(intent: Mapping[str, Any]) -> NextAction | None:
+    """A PaymentIntent's `next_action`: `redirect_to_url` with its URLs; `use_stripe_sdk`
+    (Stripe.js completes it on the client) and other types by their type only."""
+    action = intent.get("next_action")
+    kind = action.get("type") if isinstance(action, Mapping) else None
+    if not isinstance(action, Mapping) or not isinstance(kind, str) or not kind:
+        return None
+    redirect = action.get("redirect_to_url")
+    if kind == "redirect_to_url" and isinstance(redirect, Mapping):
+        return NextAction(
+            kind, url=_str(redirect.get("url")), return_url=_str(redirect.get("return_url"))
+        )
+    return NextAction(kind)
+
+
 def payment_from_intent(intent: dict[str, Any]) -> GatewayPayment | None:
     """A PaymentIntent as a GatewayPayment; None while it is in a status we do not track
-    (requires_payment_method before any attempt, requires_confirmation, requires_action)."""
+    (requires_payment_method before any attempt, requires_confirmation)."""
     reference = _str(intent.get("id"))
     if reference is None:
         raise UnusableObject("payment intent without id")
@@ -99,6 +117,7 @@ def payment_from_intent(intent: dict[str, Any]) -> GatewayPayment | None:
         currency=str(intent.get("currency") or "").lower(),
         card=_card(intent),
         decline=decline if status == GatewayPaymentStatus.FAILED else None,
+        next_action=next_action_of(intent),
     )
 
 
