@@ -40,6 +40,7 @@ def _live_order_index(batch_op: object, where: str) -> None:
 def upgrade() -> None:
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("next_action_enc", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("return_url", sa.String(length=2048), nullable=True))
         batch_op.drop_index("uq_payments_live_order")
         _live_order_index(batch_op, _NEW_HOLD)
     with op.batch_alter_table("sandbox_charges", schema=None) as batch_op:
@@ -73,4 +74,5 @@ def downgrade() -> None:
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.drop_index("uq_payments_live_order")
         _live_order_index(batch_op, _OLD_HOLD)
+        batch_op.drop_column("return_url")
         batch_op.drop_column("next_action_enc")

@@ -77,9 +77,6 @@ _REFUND_STATUS = {
     "failed": GatewayRefundStatus.FAILED,
     "canceled": GatewayRefundStatus.FAILED,
 }
-_AUTH_REQUIRED = Decline(
-    "authentication_required", None, "The card requires authentication, which is not supported."
-)
 # What the SDK lets escape: its own errors, and aiohttp's raw ones while it reads a response body.
 _TRANSPORT_ERRORS = (stripe.StripeError, aiohttp.ClientError, TimeoutError)
 
@@ -159,7 +156,7 @@ class StripeGateway:
             raise
         payment = _payment(intent.to_dict())
         if payment.status is GatewayPaymentStatus.FAILED:
-            raise CardDeclined(payment.decline or _AUTH_REQUIRED, payment)
+            raise CardDeclined(payment.decline or _generic_failure(), payment)
         return payment
 
     async def capture(self, reference: str, amount: int, idempotency_key: str) -> GatewayPayment:
@@ -422,7 +419,7 @@ def _payment(data: Json, decline: Decline | None = None) -> GatewayPayment:
         ),
         currency=_str(data, "currency").lower(),
         card=_card(data),
-        decline=(decline or _last_decline(data, _str(data, "status"))) if failed else None,
+        decline=(decline or _last_decline(data)) if failed else None,
         gateway=NAME,
         next_action=(
             next_action_of(data) if status is GatewayPaymentStatus.REQUIRES_ACTION else None
@@ -460,10 +457,11 @@ def _card(data: Json) -> CardDetails | None:
     return None
 
 
-def _last_decline(data: Json, stripe_status: str) -> Decline:
+def _last_decline(data: Json) -> Decline:
+    """Why the last attempt failed: a decline, or `payment_intent_authentication_failure`."""
     error = _obj(data, "last_payment_error")
     if not error:
-        return _AUTH_REQUIRED if stripe_status == "requires_action" else _generic_failure()
+        return _generic_failure()
     return Decline(
         code=_opt_str(error, "code") or "card_declined",
         decline_code=_opt_str(error, "decline_code"),

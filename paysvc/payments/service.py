@@ -232,8 +232,9 @@ class PaymentService:
             if not resuming and payment.status == S.REQUIRES_ACTION:
                 if payment_method is not None or return_url is not None:
                     raise StateConflict(
-                        "The payment awaits the customer's authentication: confirm it again "
-                        "with an empty body to learn the outcome, or cancel it"
+                        "Cannot confirm a payment that is requires_action with new parameters: "
+                        "it awaits the customer's authentication; confirm it again with an "
+                        "empty body to learn the outcome, or cancel it"
                     )
                 return None
             if not resuming:
@@ -246,6 +247,7 @@ class PaymentService:
                 if await repo.order_is_held(payment.order_id, other_than=payment.id):
                     raise order_already_paid_error()
                 payment.payment_method = method
+                payment.return_url = return_url
                 payment.confirm_attempts += 1
             self._mark(payment, "confirm")
             try:
@@ -260,7 +262,7 @@ class PaymentService:
                 capture_method=payment.capture_method,
                 payment_method=str(payment.payment_method),
                 idempotency_key=f"{payment.id}-confirm-{payment.confirm_attempts}",
-                return_url=return_url,
+                return_url=payment.return_url,
             )
             return request, resuming
 

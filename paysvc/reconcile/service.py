@@ -57,6 +57,7 @@ AGREES: dict[GatewayPaymentStatus, frozenset[PaymentStatus]] = {
     G.CANCELED: frozenset({S.CANCELLED, S.FAILED}),
     G.FAILED: frozenset({S.FAILED}),
     G.PROCESSING: frozenset({S.PROCESSING}),
+    G.REQUIRES_ACTION: frozenset({S.REQUIRES_ACTION}),
 }
 
 
