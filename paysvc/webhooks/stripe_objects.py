@@ -108,12 +108,28 @@ def payment_from_intent(intent: dict[str, Any]) -> GatewayPayment | None:
         status = GatewayPaymentStatus.FAILED
     if status is None:
         return None
+    amount = _int(intent.get("amount"))
+    # Stripe-compatible servers may omit these (localstripe): derive them from the status.
+    capturable = intent.get("amount_capturable")
+    received = intent.get("amount_received")
     return GatewayPayment(
         reference=reference,
         status=status,
-        amount=_int(intent.get("amount")),
-        amount_capturable=_int(intent.get("amount_capturable")),
-        amount_captured=_int(intent.get("amount_received")),
+        amount=amount,
+        amount_capturable=(
+            _int(capturable)
+            if capturable is not None
+            else amount
+            if status == GatewayPaymentStatus.AUTHORIZED
+            else 0
+        ),
+        amount_captured=(
+            _int(received)
+            if received is not None
+            else amount
+            if status == GatewayPaymentStatus.CAPTURED
+            else 0
+        ),
         currency=str(intent.get("currency") or "").lower(),
         card=_card(intent),
         decline=decline if status == GatewayPaymentStatus.FAILED else None,
