@@ -224,7 +224,7 @@ class SandboxGateway:
 
     async def capture(self, reference: str, amount: int, idempotency_key: str) -> GatewayPayment:
         async def work(session: AsyncSession) -> SandboxCharge:
-            charge = await self._charge(session, reference)
+            charge = await self._charge(session, reference, for_update=True)
             if charge.status == GatewayPaymentStatus.CAPTURED and charge.amount_capturable == 0:
                 return charge  # a retried capture returns the first result
             if charge.status != GatewayPaymentStatus.AUTHORIZED:
@@ -240,7 +240,8 @@ class SandboxGateway:
 
     async def cancel(self, reference: str, idempotency_key: str) -> GatewayPayment:
         async def work(session: AsyncSession) -> SandboxCharge:
-            charge = await self._charge(session, reference)
+            # Row lock: the customer's 3-D Secure answer may be deciding this charge right now.
+            charge = await self._charge(session, reference, for_update=True)
             if charge.status == GatewayPaymentStatus.CANCELED:
                 return charge
             if charge.status not in (
