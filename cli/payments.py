@@ -10,6 +10,7 @@ from rich.table import Column, Table
 from cli.common import OPERATOR, console, print_json, run_async, with_container
 from paysvc.bootstrap import Container
 from paysvc.money import Money
+from paysvc.operations.schemas import render_operation
 from paysvc.payments.repository import PaymentFilter
 from paysvc.payments.schemas import render_payment
 from paysvc.payments.states import PaymentStatus
@@ -72,16 +73,30 @@ def show(
     payment_id: Annotated[str, typer.Argument(help="pay_… id")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Show one payment."""
+    """Show one payment, with its gateway operations (the money ledger), oldest first."""
 
     async def work(container: Container) -> dict[str, Any]:
-        return render_payment(await container.payments.get(OPERATOR, payment_id))
+        payment = render_payment(await container.payments.get(OPERATOR, payment_id))
+        operations = await container.payments.operations(OPERATOR, payment_id)
+        return {**payment, "operations": [render_operation(op) for op in operations]}
 
     payment = run_async(with_container(work))
     if as_json:
         print_json(payment)
         return
+    operations = payment.pop("operations")
     table = Table("field", "value", show_header=False)
     for key, value in payment.items():
         table.add_row(key, "" if value is None else str(value))
     console.print(table)
+    ledger = Table("operation", "kind", "amount", "status", "tries", "created", title="ledger")
+    for op in operations:
+        ledger.add_row(
+            op["id"],
+            op["kind"],
+            str(op["amount"]),
+            op["status"],
+            str(op["attempts"]),
+            op["created_at"],
+        )
+    console.print(ledger if operations else "no gateway operations")

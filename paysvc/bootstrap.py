@@ -5,6 +5,7 @@ Used by the HTTP app, the CLI and the tests alike, so all three run the same cod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from paysvc.admin.service import AdminService
@@ -22,6 +23,8 @@ from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.gateways.stripe import StripeGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
+from paysvc.operations.completer import Completer
+from paysvc.operations.service import Ledger
 from paysvc.payments.service import PaymentService
 from paysvc.reconcile.service import ReconcileService
 from paysvc.refunds.service import RefundService
@@ -41,6 +44,7 @@ class Container:
     refunds: RefundService
     disputes: DisputeService
     webhooks: WebhookService
+    completer: Completer
     reconcile: ReconcileService
     idempotency: IdempotencyService
     admin: AdminService
@@ -51,15 +55,25 @@ class Container:
         await self.db.dispose()
 
 
-def build_container(settings: Settings, *, clock: Clock | None = None) -> Container:
+def build_container(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    wrap_gateway: Callable[[Gateway], Gateway] | None = None,
+) -> Container:
+    """`wrap_gateway` decorates each configured gateway (tests inject faults with it)."""
     clock = clock or SystemClock()
     keyring = Keyring(settings.encryption_key, settings.encryption_keys_retired)
     db = Database(settings.database_url, keyring)
-    gateways = _gateways(settings, db, clock)
+    gateways = _gateways(settings, db, clock, wrap_gateway)
     audit = AuditLog(clock)
-    payments = PaymentService(db, gateways, clock, audit)
+    timing = settings.timing
+    ledger = Ledger(gateways, clock, timing)
+    payments = PaymentService(db, gateways, clock, audit, ledger)
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
+    payments.refund_projector = refunds.project  # the projection of refund operations
+    completer = Completer(db, ledger, payments, clock)
     disputes = DisputeService(db, payments, clock, audit)
     webhooks = WebhookService(
         db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds
@@ -78,14 +92,20 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         refunds=refunds,
         disputes=disputes,
         webhooks=webhooks,
-        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds),
-        idempotency=IdempotencyService(db, clock, audit),
+        completer=completer,
+        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds, completer),
+        idempotency=IdempotencyService(db, clock, audit, stale_after=timing.idempotency_takeover),
         admin=AdminService(db, payments, clock, audit),
         audit_trail=AuditTrail(db, audit),
     )
 
 
-def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
+def _gateways(
+    settings: Settings,
+    db: Database,
+    clock: Clock,
+    wrap: Callable[[Gateway], Gateway] | None,
+) -> Gateways:
     chain: list[Gateway] = []
     for name in settings.payment_gateways:
         if name == "stripe":
@@ -99,4 +119,6 @@ def _gateways(settings: Settings, db: Database, clock: Clock) -> Gateways:
             )
         else:
             chain.append(SandboxGateway(db, clock, settings.public_url))
+    if wrap is not None:
+        chain = [wrap(gateway) for gateway in chain]
     return Gateways(FailoverGateway(chain, clock))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import secrets
 import tempfile
@@ -18,6 +19,38 @@ DEFAULT_DATABASE_URL = "sqlite:///./payment_service.db"
 
 Getter = Callable[[str], str | None]
 N = TypeVar("N", int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Every deadline of the money ledger, derived from one setting (`OPERATION_STALE_SECONDS`)
+    and checked for the one order that keeps them safe:
+
+    gateway timeout < operation stale window < idempotency take-over < background stuck age.
+
+    A call still running can never be taken for a stuck one: the completer asks about an
+    operation only once its call must have ended; a client retry re-attaches only after that;
+    the background pass leaves fresh work to the client's own retry."""
+
+    gateway_timeout: dt.timedelta
+    operation_stale: dt.timedelta
+    idempotency_takeover: dt.timedelta
+    stuck_after: dt.timedelta
+
+    @classmethod
+    def derive(cls, gateway_timeout_seconds: float, stale_seconds: float) -> Timing:
+        if not gateway_timeout_seconds < stale_seconds:
+            raise ConfigError(
+                "STRIPE_TIMEOUT_SECONDS",
+                f"must be below OPERATION_STALE_SECONDS ({stale_seconds:g}): a call still "
+                "running would be taken for a lost one",
+            )
+        return cls(
+            gateway_timeout=dt.timedelta(seconds=gateway_timeout_seconds),
+            operation_stale=dt.timedelta(seconds=stale_seconds),
+            idempotency_takeover=dt.timedelta(seconds=stale_seconds * 4 / 3),
+            stuck_after=dt.timedelta(seconds=stale_seconds * 2),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +78,13 @@ class Settings:
     rate_limit_per_second: float
     rate_limit_burst: int
     reconcile_interval: float = 30.0  # seconds between background passes; 0 turns it off
+    operation_stale_seconds: float = 45.0
     # Where browsers reach this service (the sandbox's 3-D Secure page links to it).
     public_url: str = "http://localhost:8009"
+
+    @property
+    def timing(self) -> Timing:
+        return Timing.derive(self.stripe_timeout_seconds, self.operation_stale_seconds)
 
     @property
     def is_sqlite(self) -> bool:
@@ -105,6 +143,10 @@ class Settings:
                 "TLS_KEY_FILE" if tls_cert else "TLS_CERT_FILE", "set both or neither"
             )
 
+        stripe_timeout = _number(get, "STRIPE_TIMEOUT_SECONDS", "20", float, 0.1, 120.0)
+        stale = _number(get, "OPERATION_STALE_SECONDS", "45", float, 0.5, 3600.0)
+        Timing.derive(stripe_timeout, stale)  # refuse a configuration that breaks the order
+
         return cls(
             database_url=database_url,
             jwt_secret_key=jwt_secret,
@@ -124,7 +166,7 @@ class Settings:
                 s.strip() for s in (get("STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
             ),
             stripe_api_base=get("STRIPE_API_BASE") and _url(get, "STRIPE_API_BASE", ""),
-            stripe_timeout_seconds=_number(get, "STRIPE_TIMEOUT_SECONDS", "20", float, 0.1, 120.0),
+            stripe_timeout_seconds=stripe_timeout,
             encryption_key=encryption_key,
             encryption_keys_retired=retired,
             pci_compliance_mode=_choice(
@@ -137,6 +179,7 @@ class Settings:
             rate_limit_per_second=_number(get, "RATE_LIMIT_PER_SECOND", "100", float, 0.001, 1e9),
             rate_limit_burst=_number(get, "RATE_LIMIT_BURST", "200", int, 1, 10**9),
             reconcile_interval=_number(get, "RECONCILE_INTERVAL", "30", float, 0.0, 86400.0),
+            operation_stale_seconds=stale,
             public_url=_url(get, "PUBLIC_URL", _default_public_url(port, bool(tls_cert))),
         )
 

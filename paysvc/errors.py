@@ -32,6 +32,17 @@ class PaysvcError(Exception):
         # (resource type, id) when this error hides a resource the actor may not touch.
         self.denied: tuple[str, str] | None = None
 
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        """The contract's `error` object."""
+        return {
+            "type": self.type,
+            "code": self.code,
+            "message": self.message,
+            "param": self.param,
+            "request_id": request_id,
+            **self.extra,
+        }
+
 
 class InvalidRequest(PaysvcError):
     type = "invalid_request_error"
@@ -84,6 +95,17 @@ class RateLimited(PaysvcError):
     type = "rate_limit_error"
     code = "rate_limited"
     http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(PaysvcError):
+    """The database cannot be reached: nothing was done; retry after `retry_after` seconds."""
+
+    code = "service_unavailable"
+    http_status = 503
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)

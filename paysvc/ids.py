@@ -8,7 +8,7 @@ import string
 
 _ALPHABET = string.ascii_letters + string.digits
 _PLAUSIBLE = re.compile(r"[A-Za-z0-9_]{1,64}")
-PREFIXES = frozenset({"pay", "re", "dp", "evt", "aud", "pev", "idk"})
+PREFIXES = frozenset({"pay", "re", "dp", "evt", "aud", "pev", "idk", "op"})
 
 
 def new_id(prefix: str) -> str:

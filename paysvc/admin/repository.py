@@ -13,6 +13,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from paysvc.operations.models import Operation
+from paysvc.operations.states import CONFIRMS
 from paysvc.payments.models import Payment
 
 
@@ -55,6 +57,14 @@ class GroupRow:
     refunded: int
 
 
+# The payment had a confirm attempt (an authorize or charge operation).
+_confirmed = (
+    select(Operation.id)
+    .where(Operation.payment_id == Payment.id, Operation.kind.in_(sorted(CONFIRMS)))
+    .exists()
+)
+
+
 class TransactionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -76,7 +86,7 @@ class TransactionRepository:
             select(
                 *keys,
                 func.count(),
-                func.coalesce(func.sum(case((Payment.confirm_attempts > 0, 1), else_=0)), 0),
+                func.coalesce(func.sum(case((_confirmed, 1), else_=0)), 0),
                 func.coalesce(func.sum(Payment.amount), 0),
                 func.coalesce(func.sum(Payment.amount_captured), 0),
                 func.coalesce(func.sum(Payment.amount_refunded), 0),

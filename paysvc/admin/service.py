@@ -16,8 +16,8 @@ from paysvc.auth.principal import Actor, Role
 from paysvc.clock import Clock
 from paysvc.db.engine import Database
 from paysvc.errors import InvalidRequest, PermissionDenied, StateConflict
+from paysvc.operations.repository import OperationRepository
 from paysvc.payments.models import Payment
-from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import PaymentService, in_progress_error, order_already_paid_error
 from paysvc.payments.states import LIVE, PaymentStatus, check_transition
 
@@ -110,8 +110,9 @@ class AdminService:
 
         async def work(session: AsyncSession) -> Payment:
             payment = await self.payments.load(session, actor, payment_id, for_update=True)
-            if payment.pending_operation is not None:
-                raise in_progress_error(payment)
+            ops = OperationRepository(session)
+            for op in await ops.open_for_payment(payment.id):
+                raise in_progress_error(op.kind)
             previous = S(payment.status)
             check_transition(previous, target)
             if target == S.REQUIRES_ACTION:
@@ -127,9 +128,7 @@ class AdminService:
                     param="status",
                 )
             if target in LIVE and previous not in LIVE:
-                if await PaymentRepository(session).order_is_held(
-                    payment.order_id, other_than=payment.id
-                ):
+                if await ops.order_is_held(payment.order_id, other_than=payment.id):
                     raise order_already_paid_error()
             before = _money(payment)
             _settle_money(payment, previous, target)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -86,6 +86,14 @@ def is_retryable(error: BaseException) -> bool:
         if isinstance(error, OperationalError) and "database is locked" in str(error.orig):
             return True
     return False
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """The database could not be reached (refused, dropped, timed out, or busy past every
+    retry): a 503 with Retry-After, not a 500. Nothing was committed."""
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
+    return isinstance(error, OSError)  # asyncpg raises ConnectionRefusedError etc. unwrapped
 
 
 class Database:

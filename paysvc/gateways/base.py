@@ -6,6 +6,7 @@ idempotency key derived from our own ids, so a retry after a lost answer never c
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -155,15 +156,23 @@ class GatewayUnavailable(GatewayError):
 
 
 class OutcomeUnknown(GatewayError):
-    """The request may or may not have taken effect (timeout, connection lost, 5xx).
+    """The request may or may not have taken effect (timeout, connection lost, 5xx, Stripe's
+    IdempotencyError: the key was used).
 
     The payment goes `processing` (a refund stays `pending`) until reconciliation asks the
     gateway, or a retry with the same idempotency key gets the answer.
     """
 
 
+# How long Stripe honours an idempotency key; the sandbox mimics it.
+STRIPE_IDEMPOTENCY_WINDOW = dt.timedelta(hours=24)
+
+
 class Gateway(Protocol):
     name: str
+    # How long the gateway honours an idempotency key: inside it, an operation without an
+    # answer is re-sent under its key; past it, it becomes `unknown` and is never re-sent.
+    idempotency_window: dt.timedelta
 
     async def charge(self, request: ChargeRequest) -> GatewayPayment:
         """Create and confirm a payment; authorize only when capture_method is manual."""

@@ -92,6 +92,8 @@ class FailoverGateway:
             raise ValueError("FailoverGateway: gateway names must be unique")
         self.gateways = list(gateways)
         self.name = names[0]
+        # A charge may land on any of them: the shortest window is the one that holds.
+        self.idempotency_window = min(gateway.idempotency_window for gateway in gateways)
         self.clock = clock
         self.breakers = {name: CircuitBreaker(failure_threshold, reset_after) for name in names}
 

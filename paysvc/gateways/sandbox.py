@@ -27,6 +27,7 @@ from paysvc.db.base import Base, UTCDateTime
 from paysvc.db.encrypted import Encrypted, EncryptedModel
 from paysvc.db.engine import Database
 from paysvc.gateways.base import (
+    STRIPE_IDEMPOTENCY_WINDOW,
     CardDeclined,
     CardDetails,
     ChargeRequest,
@@ -154,6 +155,7 @@ def token_hash(token: str) -> str:
 
 class SandboxGateway:
     name = "sandbox"
+    idempotency_window = STRIPE_IDEMPOTENCY_WINDOW
 
     def __init__(self, database: Database, clock: Clock, public_url: str = "") -> None:
         self.database = database

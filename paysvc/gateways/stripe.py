@@ -12,8 +12,9 @@ Error mapping (the contract of `base.GatewayError`):
   `GatewayRejected`;
 - authentication, permission, rate limit, and connection errors where the request certainly
   never left (connection refused, DNS, TLS handshake, connect timeout) -> `GatewayUnavailable`;
-- timeouts after connecting, connections lost mid-request, `APIError` (5xx, 409 key in use,
-  unreadable answers) -> `OutcomeUnknown`.
+- timeouts after connecting, connections lost mid-request, `APIError` (5xx, unreadable
+  answers), `IdempotencyError` (the key was used: 409 in use, or other parameters) ->
+  `OutcomeUnknown`, settled by lookup.
 
 Messages carry our operation, Stripe's error type/code and request id, never the secret key or
 card data; SDK exceptions are not chained (an `AuthenticationError` echoes part of the key).
@@ -32,6 +33,7 @@ import stripe
 from paysvc.gateways.base import (
     PAYMENT_ID_KEY,
     REFUND_ID_KEY,
+    STRIPE_IDEMPOTENCY_WINDOW,
     CardDeclined,
     CardDetails,
     ChargeRequest,
@@ -86,6 +88,7 @@ NAME = "stripe"
 
 class StripeGateway:
     name = NAME
+    idempotency_window = STRIPE_IDEMPOTENCY_WINDOW
 
     def __init__(
         self, secret_key: str, api_base: str | None = None, timeout_seconds: float = 20.0
@@ -168,7 +171,16 @@ class StripeGateway:
                 {"idempotency_key": idempotency_key},
             ),
         )
-        return _payment(intent.to_dict())
+        data = intent.to_dict()
+        captured = _payment(data)
+        if (
+            _opt_int(data, "amount_received") is None
+            and captured.status is GatewayPaymentStatus.CAPTURED
+        ):
+            # The answer does not say how much was captured: what we asked for, not the
+            # authorized amount (a partial capture releases the rest).
+            captured = replace(captured, amount_captured=amount)
+        return captured
 
     async def cancel(self, reference: str, idempotency_key: str) -> GatewayPayment:
         intent = await self._call(
@@ -349,7 +361,10 @@ def _translate(exc: BaseException, operation: str) -> GatewayError:
             return InvalidPaymentMethod(f"{where}: no such payment method")
         return GatewayRejected(f"{where}: {_safe(exc.user_message)}")
     if isinstance(exc, stripe.IdempotencyError):
-        return GatewayRejected(f"{where}: idempotency key reused with other parameters")
+        # The key *was* used (a request with it is still running, or ran with other
+        # parameters): whatever it did may have taken effect. Settled by lookup, never by
+        # a new key.
+        return OutcomeUnknown(f"{where}: idempotency key already used")
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         return GatewayUnavailable(f"{where}: Stripe refused our credentials")
     if isinstance(exc, stripe.RateLimitError):

@@ -38,6 +38,9 @@ class IdempotencyKey(EncryptedModel, Base):
     # belongs to a crashed or hung request and may be taken over.
     locked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     request_id: Mapped[str | None] = mapped_column(String(64))  # of the executing request
+    # What the first execution created in its phase 1 (an operation op_…, or a payment): a
+    # retry after a crash re-attaches to it instead of executing again.
+    resource_id: Mapped[str | None] = mapped_column(String(40))
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body_enc: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.idempotency.models import IdempotencyKey
@@ -33,6 +33,18 @@ class IdempotencyRepository:
             .execution_options(populate_existing=True)
         )
         return (await self.session.scalars(query)).first()
+
+    async def attach(self, record_id: str, locked_at: dt.datetime, resource_id: str) -> None:
+        """Record what the execution owning the row created (first resource only)."""
+        await self.session.execute(
+            update(IdempotencyKey)
+            .where(
+                IdempotencyKey.id == record_id,
+                IdempotencyKey.locked_at == locked_at,
+                IdempotencyKey.resource_id.is_(None),
+            )
+            .values(resource_id=resource_id)
+        )
 
     def add(self, record: IdempotencyKey) -> None:
         self.session.add(record)

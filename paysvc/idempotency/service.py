@@ -8,9 +8,16 @@
   running is a 409 `idempotency_key_in_use`;
 - a request rejected before it executed is released (the row deleted) so the key can be
   used again;
-- an `in_flight` row older than `stale_after` belongs to a request that crashed or hung: the
-  next request with the key takes it over and executes again. That is safe because every
-  payment operation resumes from its recovery point with the same gateway idempotency key.
+- phase 1 of the execution records on the row what it created (`attach_resource`: the
+  operation, or the payment of a new intent), in the same unit of work;
+- an `in_flight` row older than `stale_after` (the idempotency take-over, `Timing`) belongs to
+  a request that crashed or hung. If it recorded a resource, the next request with the key
+  re-attaches to it (`Reattach`: the completer finishes the operation and the answer is the
+  one a first success would have given); the handler never runs twice for one key. If it
+  recorded nothing, nothing was done: the next request takes the key over and executes.
+- a request that failed because the database was unreachable is released as soon as the
+  database answers again (`release(..., outage=True)`): the key is free, or, if its phase 1
+  had committed, re-attachable at once.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +41,7 @@ from paysvc.idempotency.models import IdempotencyKey, KeyState
 from paysvc.idempotency.repository import IdempotencyRepository
 from paysvc.ids import new_id
 
+log = logging.getLogger(__name__)
 STALE_AFTER = dt.timedelta(seconds=60)
 RETENTION = dt.timedelta(hours=24)
 MAX_KEY_LENGTH = 255
@@ -56,6 +66,29 @@ class Claim:
 
     record_id: str
     locked_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Reattach:
+    """A retry of a crashed execution that had recorded `resource_id` in its phase 1: answer
+    with that resource's outcome (or 409 while unresolved); never execute again."""
+
+    record_id: str
+    locked_at: dt.datetime | None
+    resource_id: str
+    path: str
+
+
+# The claim of the request being executed, for `attach_resource` (set by the middleware).
+CURRENT_CLAIM: ContextVar[Claim | None] = ContextVar("paysvc_idempotency_claim", default=None)
+
+
+async def attach_resource(session: AsyncSession, resource_id: str) -> None:
+    """Phase 1 of a keyed request: record on its Idempotency-Key row, in the caller's unit of
+    work, the operation (or resource) it created. No-op without a key."""
+    claim = CURRENT_CLAIM.get()
+    if claim is not None:
+        await IdempotencyRepository(session).attach(claim.record_id, claim.locked_at, resource_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,20 +137,25 @@ class IdempotencyService:
         self.audit = audit
         self.stale_after = stale_after
         self.retention = retention
+        self._unreleased: list[Claim] = []  # releases the database was down for
 
-    async def begin(self, request: KeyedRequest) -> Claim | StoredResponse:
-        """Claim the key (execute), or return the stored response (replay); raises
-        IdempotencyError when the key is in use or was used for a different request."""
+    async def begin(self, request: KeyedRequest) -> Claim | StoredResponse | Reattach:
+        """Claim the key (execute), return the stored response (replay), or the resource to
+        re-attach to; raises IdempotencyError when the key is in use or was used for a
+        different request."""
+        await self._release_leftovers()
         for attempt in range(1, _CLAIM_ATTEMPTS + 1):
             try:
                 return await self.db.run(lambda session: self._claim(session, request))
             except IntegrityError:
                 # Another request inserted the same (principal, key) first; look again.
                 if attempt == _CLAIM_ATTEMPTS:
-                    raise _in_use() from None
+                    raise in_use() from None
         raise AssertionError("unreachable")
 
-    async def _claim(self, session: AsyncSession, request: KeyedRequest) -> Claim | StoredResponse:
+    async def _claim(
+        self, session: AsyncSession, request: KeyedRequest
+    ) -> Claim | StoredResponse | Reattach:
         repo = IdempotencyRepository(session)
         now = self.clock.now()
         record = await repo.find(request.principal, request.key)
@@ -149,8 +187,10 @@ class IdempotencyService:
                 record.response_status, record.response_body or "", record.request_id
             )
         if record.locked_at is not None and now - record.locked_at < self.stale_after:
-            raise _in_use()
-        # The execution that held the key crashed or hung: take it over.
+            raise in_use()
+        if record.resource_id is not None:
+            return Reattach(record.id, record.locked_at, record.resource_id, record.path)
+        # The execution that held the key crashed or hung before doing anything: take it over.
         record.locked_at = now
         record.request_id = request.request_id
         record.updated_at = now
@@ -171,15 +211,63 @@ class IdempotencyService:
 
         await self.db.run(work)
 
-    async def release(self, claim: Claim) -> None:
-        """Forget a request that was rejected before it executed: the key is free again."""
+    async def complete_reattached(self, reattach: Reattach, status: int, body: str) -> None:
+        """Store the outcome a re-attached retry answered with, for later replays."""
 
         async def work(session: AsyncSession) -> None:
+            record = await IdempotencyRepository(session).get(reattach.record_id)
+            if record is None or record.state != KeyState.IN_FLIGHT:
+                return
+            record.state = KeyState.DONE
+            record.response_status = status
+            record.response_body = body
+            record.locked_at = None
+            record.updated_at = self.clock.now()
+
+        await self.db.run(work)
+
+    async def forget(self, reattach: Reattach) -> None:
+        """A re-attached request whose first attempt certainly did nothing: free the key."""
+
+        async def work(session: AsyncSession) -> None:
+            repo = IdempotencyRepository(session)
+            record = await repo.get(reattach.record_id)
+            if record is not None and record.state == KeyState.IN_FLIGHT:
+                await repo.remove(record)
+
+        await self.db.run(work)
+
+    async def release(self, claim: Claim, *, outage: bool = False) -> None:
+        """Forget a request that was rejected before it executed: the key is free again.
+        After a database outage (`outage`), a request whose phase 1 had committed is made
+        re-attachable at once instead; if the database is still down, the release is kept
+        and done before the next claim."""
+        if not outage:
+            await self._release(claim, outage=False)
+            return
+        try:
+            await self._release(claim, outage=True)
+        except Exception:
+            log.warning("database unreachable: the key's release waits for it")
+            self._unreleased.append(claim)
+
+    async def _release(self, claim: Claim, *, outage: bool) -> None:
+        async def work(session: AsyncSession) -> None:
             record = await self._owned(session, claim)
-            if record is not None:
+            if record is None:
+                return
+            if outage and record.resource_id is not None:
+                record.locked_at = None  # the next retry re-attaches, without waiting
+                record.updated_at = self.clock.now()
+            else:
                 await IdempotencyRepository(session).remove(record)
 
         await self.db.run(work)
+
+    async def _release_leftovers(self) -> None:
+        while self._unreleased:
+            await self._release(self._unreleased[0], outage=True)  # raises while still down
+            self._unreleased.pop(0)
 
     async def purge(self, actor: Actor, older_than: dt.timedelta | None = None) -> int:
         """Delete keys created more than `older_than` ago (at least the retention, 24 h)."""
@@ -218,7 +306,7 @@ class IdempotencyService:
         return record
 
 
-def _in_use() -> IdempotencyError:
+def in_use() -> IdempotencyError:
     return IdempotencyError(
         "A request with this Idempotency-Key is still being processed; retry later",
         code="idempotency_key_in_use",

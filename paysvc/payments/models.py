@@ -23,8 +23,9 @@ from paysvc.db.encrypted import Encrypted, EncryptedModel
 from paysvc.payments.states import LIVE
 
 _LIVE_SQL = ", ".join(f"'{s}'" for s in sorted(LIVE))
-# One live payment per order, including one whose confirmation is in flight at the gateway.
-_HOLDS_ORDER = f"status IN ({_LIVE_SQL}) OR pending_operation = 'confirm'"
+# One live payment per order. A confirm in flight holds its order too: phase 1 locks every
+# payment of the order and checks for open confirm operations (OperationRepository).
+_HOLDS_ORDER = f"status IN ({_LIVE_SQL})"
 
 
 class Payment(EncryptedModel, Base):
@@ -60,10 +61,6 @@ class Payment(EncryptedModel, Base):
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(24), index=True)
     capture_method: Mapped[str] = mapped_column(String(12))
-    # An operation handed to the gateway whose answer is not recorded yet (atomic phases).
-    pending_operation: Mapped[str | None] = mapped_column(String(16))
-    pending_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    confirm_attempts: Mapped[int] = mapped_column(Integer, default=0)
     payment_method_enc: Mapped[str | None] = mapped_column(Text)
     card_type: Mapped[str | None] = mapped_column(String(16))
     card_brand: Mapped[str | None] = mapped_column(String(32))

@@ -6,12 +6,11 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.db.pagination import Page, keyset_page
 from paysvc.payments.models import Payment, PaymentEvent
-from paysvc.payments.states import LIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +45,13 @@ class PaymentRepository:
     def add_event(self, event: PaymentEvent) -> None:
         self.session.add(event)
 
-    async def order_is_held(self, order_id: str, *, other_than: str) -> bool:
-        query = select(Payment.id).where(
-            Payment.order_id == order_id,
-            Payment.id != other_than,
-            or_(Payment.status.in_(sorted(LIVE)), Payment.pending_operation == "confirm"),
-        )
-        return (await self.session.scalars(query.limit(1))).first() is not None
+    async def lock_order(self, order_id: str) -> None:
+        """Lock every payment of an order, in id order (PostgreSQL; SQLite holds the write
+        lock already)."""
+        query = (
+            select(Payment.id).where(Payment.order_id == order_id).order_by(Payment.id)
+        ).with_for_update()
+        await self.session.execute(query)
 
     async def list(
         self, where: PaymentFilter, *, limit: int, starting_after: str | None

@@ -1,22 +1,24 @@
-"""Payment use cases. Gateway calls follow the atomic-phases pattern:
+"""Payment use cases. Every gateway call is an operation of the ledger (`paysvc.operations`),
+in atomic phases:
 
-1. a write unit of work records the intent (`pending_operation`, the recovery point) and commits;
-2. the gateway is called with an idempotency key derived from our ids, holding no database lock;
-3. a second unit of work records the outcome.
+1. a write unit of work locks the payment, validates, and inserts the operation;
+2. the gateway is called with the operation's id as idempotency key, holding no database lock;
+3. a second unit of work settles the operation and projects it onto the payment
+   (`settle_operation` -> `project` -> `apply_gateway_state` -> `transition`).
 
-A crash or lost answer between 1 and 3 is recovered by a retry with the same key (after
-`STALE_AFTER`) or by reconciliation; never by charging twice.
+A crash or lost answer between 1 and 3 leaves the operation pending: the completer
+(`paysvc.operations.completer`) finishes it by lookup or by re-sending under the same key;
+never by charging twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.service import AuditLog
@@ -35,7 +37,6 @@ from paysvc.errors import (
 )
 from paysvc.gateways.base import (
     CardDeclined,
-    ChargeRequest,
     GatewayError,
     GatewayPayment,
     GatewayPaymentStatus,
@@ -45,15 +46,21 @@ from paysvc.gateways.base import (
     OutcomeUnknown,
 )
 from paysvc.gateways.registry import Gateways
+from paysvc.idempotency.service import attach_resource
 from paysvc.ids import new_id, plausible
+from paysvc.operations.models import Operation
+from paysvc.operations.repository import OperationRepository
+from paysvc.operations.service import Call, Ledger, Outcome, classify
+from paysvc.operations.states import CONFIRMS, OPEN, OperationStatus, may_move
+from paysvc.operations.states import OperationKind as K
+from paysvc.operations.states import OperationStatus as OS
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.repository import PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
-from paysvc.payments.states import REFUNDABLE, PaymentStatus, check_transition
+from paysvc.payments.states import LIVE, REFUNDABLE, PaymentStatus, check_transition
 
 S = PaymentStatus
 T = TypeVar("T")
-STALE_AFTER = dt.timedelta(seconds=60)
 log = logging.getLogger(__name__)
 # Called with a payment id after a confirm settled (e.g. to apply webhooks that came early).
 ConfirmListener = Callable[[str], Awaitable[object]]
@@ -76,15 +83,22 @@ class NewIntent:
 # RefundService.refund_remainder; a hook rather than a constructor argument, as refunds
 # depend on payments).
 RefundRemainder = Callable[[Actor, str, str | None], Awaitable[Payment]]
+# Settles a refund operation and projects it onto the refund and the payment (set by
+# bootstrap to RefundService.project).
+RefundProjector = Callable[[AsyncSession, Payment, Operation, Outcome, Actor], Awaitable[None]]
 
 
 class PaymentService:
-    def __init__(self, db: Database, gateways: Gateways, clock: Clock, audit: AuditLog) -> None:
+    def __init__(
+        self, db: Database, gateways: Gateways, clock: Clock, audit: AuditLog, ledger: Ledger
+    ) -> None:
         self.db = db
         self.gateways = gateways
         self.clock = clock
         self.audit = audit
+        self.ledger = ledger
         self.refund_remainder: RefundRemainder | None = None
+        self.refund_projector: RefundProjector | None = None
         self.confirm_listeners: list[ConfirmListener] = []
 
     # -- reads ---------------------------------------------------------------------------
@@ -180,7 +194,6 @@ class PaymentService:
                 amount_refunded=0,
                 status=S.PENDING,
                 capture_method=intent.capture_method,
-                confirm_attempts=0,
                 payment_method=intent.payment_method,
                 description=intent.description,
                 meta=intent.metadata,
@@ -194,6 +207,7 @@ class PaymentService:
             repo.add(payment)
             await session.flush()
             self._event(session, payment, "created", None, S.PENDING, actor, amount=payment.amount)
+            await attach_resource(session, payment.id)
             self.audit.record(
                 session,
                 actor,
@@ -226,10 +240,9 @@ class PaymentService:
         Confirming a `requires_action` payment again (empty body) never charges: it asks the
         gateway how the authentication ended and settles the payment (`settle_action`)."""
 
-        async def begin(session: AsyncSession) -> tuple[ChargeRequest, bool] | None:
-            payment = await self.load(session, actor, payment_id, for_update=True)
-            resuming = self._take_over(payment, "confirm")
-            if not resuming and payment.status == S.REQUIRES_ACTION:
+        async def begin(session: AsyncSession) -> Call | None:
+            seen = await self.load(session, actor, payment_id)
+            if seen.status == S.REQUIRES_ACTION:
                 if payment_method is not None or return_url is not None:
                     raise StateConflict(
                         "Cannot confirm a payment that is requires_action with new parameters: "
@@ -237,104 +250,85 @@ class PaymentService:
                         "empty body to learn the outcome, or cancel it"
                     )
                 return None
-            if not resuming:
-                if payment.status != S.PENDING:
-                    raise StateConflict(f"Cannot confirm a payment that is {payment.status}")
-                method = payment_method or payment.payment_method
-                if not method:
-                    raise InvalidRequest("payment_method: required", param="payment_method")
-                repo = PaymentRepository(session)
-                if await repo.order_is_held(payment.order_id, other_than=payment.id):
-                    raise order_already_paid_error()
-                payment.payment_method = method
-                payment.return_url = return_url
-                payment.confirm_attempts += 1
-            self._mark(payment, "confirm")
-            try:
-                await session.flush()
-            except IntegrityError:
-                raise order_already_paid_error() from None
-            request = ChargeRequest(
-                payment_id=payment.id,
-                order_id=payment.order_id,
-                amount=payment.amount,
-                currency=payment.currency,
-                capture_method=payment.capture_method,
-                payment_method=str(payment.payment_method),
-                idempotency_key=f"{payment.id}-confirm-{payment.confirm_attempts}",
-                return_url=payment.return_url,
+            # Every payment of the order, locked in id order: two confirms of one order
+            # (different payments) serialize here, so one order is charged at most once.
+            await PaymentRepository(session).lock_order(seen.order_id)
+            payment = await self.load(session, actor, payment_id, for_update=True)
+            ops = OperationRepository(session)
+            await self._no_open_operation(ops, payment)
+            if payment.status != S.PENDING:
+                raise StateConflict(f"Cannot confirm a payment that is {payment.status}")
+            method = payment_method or payment.payment_method
+            if not method:
+                raise InvalidRequest("payment_method: required", param="payment_method")
+            if await ops.order_is_held(payment.order_id, other_than=payment.id):
+                raise order_already_paid_error()
+            payment.payment_method = method
+            payment.return_url = return_url
+            payment.updated_at = self.clock.now()
+            kind = K.AUTHORIZE if payment.capture_method == "manual" else K.CHARGE
+            op = self.ledger.open(session, payment, kind, payment.amount)
+            await attach_resource(session, op.id)
+            earlier = frozenset(
+                o.gateway_reference
+                for o in await ops.for_payment(payment.id)
+                if o.gateway_reference
             )
-            return request, resuming
+            return self.ledger.call_for(payment, op, other_references=earlier)
 
-        begun = await self.db.run(begin)
-        if begun is None:
+        call = await self.db.run(begin)
+        if call is None:
             return await self.settle_action(actor, payment_id, raise_decline=True)
-        request, resuming = begun
-        result = await self._charge(request, resuming)
-
-        async def finish(session: AsyncSession) -> Payment:
-            payment = await self._locked(session, payment_id)
-            if payment.pending_operation != "confirm":
-                return payment  # already settled by reconciliation or a webhook
-            self._clear(payment)
-            payment.gateway = result.gateway or payment.gateway  # who took (or may have) it
-            if isinstance(result, GatewayPayment):
-                self.apply_gateway_state(session, payment, result, actor, reason="confirmed")
-            elif isinstance(result, CardDeclined):
-                if result.payment is not None:
-                    self._remember(payment, result.payment)
-                payment.failure_code = result.decline.code
-                payment.failure_decline_code = result.decline.decline_code
-                payment.failure_message = result.decline.message
-                self.transition(session, payment, S.FAILED, actor, reason=result.decline.code)
-            elif isinstance(result, OutcomeUnknown):
-                self.transition(
-                    session, payment, S.PROCESSING, actor, reason="gateway outcome unknown"
-                )
-            return payment
-
-        payment = await self.db.run(finish)
+        outcome = await self.ledger.send(call)
+        payment, _ = await self.db.run(
+            lambda session: self.settle_operation(
+                session, call.operation_id, outcome, actor, reason="confirmed"
+            )
+        )
         await self._notify_confirmed(payment)
-        if isinstance(result, CardDeclined):
+        if isinstance(outcome, CardDeclined):
             raise CardError(
-                result.decline.message,
-                code=result.decline.code,
+                outcome.decline.message,
+                code=outcome.decline.code,
                 extra={
-                    "decline_code": result.decline.decline_code,
+                    "decline_code": outcome.decline.decline_code,
                     "payment": render_payment(payment),
                 },
             )
-        if isinstance(result, GatewayError) and not isinstance(result, OutcomeUnknown):
-            raise gateway_failure(result)
+        if isinstance(outcome, GatewayError) and not isinstance(outcome, OutcomeUnknown):
+            raise gateway_failure(outcome)
         return payment
 
     async def settle_action(
         self, actor: Actor, payment_id: str, *, raise_decline: bool = False
     ) -> Payment:
         """Ask the gateway how a `requires_action` payment's authentication ended and settle
-        the payment (forward only, under its row lock). Never charges. Used by the owner's
-        empty re-confirm and by the sandbox's authentication page; with `raise_decline`, a
-        failed authentication raises the 402 card error with the failed payment."""
+        its charge operation (and so the payment) with the answer. Never charges. Used by the
+        owner's empty re-confirm and by the sandbox's authentication page; with
+        `raise_decline`, a failed authentication raises the 402 card error with the payment."""
 
-        async def read(session: AsyncSession) -> Payment:
-            return await self.load(session, actor, payment_id)
+        async def read(session: AsyncSession) -> Payment | Call:
+            payment = await self.load(session, actor, payment_id)
+            if payment.status != S.REQUIRES_ACTION:
+                return payment
+            op = await self._awaiting_customer(OperationRepository(session), payment)
+            return payment if op is None else self.ledger.call_for(payment, op)
 
-        payment = await self.db.run(read, write=False)
-        if payment.status == S.REQUIRES_ACTION and payment.gateway_reference:
-            gateway = self.gateways.for_payment(payment.gateway)
+        begun = await self.db.run(read, write=False)
+        if isinstance(begun, Call):
             try:
-                truth = await gateway.retrieve_payment(payment.gateway_reference)
+                found = await self.ledger.lookup(begun)
             except GatewayError as error:
                 raise gateway_failure(error) from None
-
-            async def settle(session: AsyncSession) -> Payment:
-                locked = await self._locked(session, payment_id)
-                self.apply_gateway_state(
-                    session, locked, truth, actor, reason="authentication settled"
+            payment = await self.get(actor, payment_id)
+            if found is not None:
+                payment, _ = await self.db.run(
+                    lambda session: self.settle_operation(
+                        session, begun.operation_id, found, actor, reason="authentication settled"
+                    )
                 )
-                return locked
-
-            payment = await self.db.run(settle)
+        else:
+            payment = begun
         if raise_decline and payment.status == S.FAILED and payment.failure_code:
             raise CardError(
                 payment.failure_message or "The payment failed",
@@ -346,24 +340,13 @@ class PaymentService:
             )
         return payment
 
-    async def _charge(
-        self, request: ChargeRequest, resuming: bool
-    ) -> GatewayPayment | GatewayError:
-        """Phase 2 of confirm. A resumed attempt first asks every gateway whether the lost
-        attempt went through, so a crash between charge and record never charges twice."""
-        if resuming:
-            try:
-                found = await self.gateways.primary.find_payment(request.payment_id)
-            except Exception:  # cannot tell whether the lost attempt charged: never guess
-                return OutcomeUnknown("could not look up the earlier attempt")
-            if found is not None:
-                return found
-        try:
-            return await self.gateways.primary.charge(request)
-        except GatewayError as error:
-            return error
-        except Exception:  # anything unexpected: the charge may have happened
-            return OutcomeUnknown("unexpected error while charging")
+    @staticmethod
+    async def _awaiting_customer(ops: OperationRepository, payment: Payment) -> Operation | None:
+        """The payment's charge operation that waits for the customer (3-D Secure), if any."""
+        for op in await ops.open_for_payment(payment.id):
+            if op.kind in CONFIRMS and op.status == OS.REQUIRES_ACTION:
+                return op
+        return None
 
     # -- capture -------------------------------------------------------------------------
 
@@ -371,32 +354,23 @@ class PaymentService:
         if not actor.is_staff:
             raise PermissionDenied("Only service or admin callers may capture payments")
 
-        async def begin(session: AsyncSession) -> tuple[str, int, str]:
+        async def begin(session: AsyncSession) -> Call:
             payment = await self.load(session, actor, payment_id, for_update=True)
-            resuming = self._take_over(payment, "capture")
-            if not resuming:
-                if payment.status != S.AUTHORIZED:
-                    raise StateConflict(f"Cannot capture a payment that is {payment.status}")
-                to_capture = payment.amount_capturable if amount is None else amount
-                if to_capture > payment.amount_capturable:
-                    raise InvalidRequest(
-                        f"amount_to_capture: at most {payment.amount_capturable} is capturable",
-                        param="amount_to_capture",
-                        code="amount_exceeds_capturable",
-                    )
-                payment.amount_capturable = to_capture  # the rest is released at capture
-            self._mark(payment, "capture")
-            return str(payment.gateway_reference), payment.amount_capturable, payment.gateway
+            await self._no_open_operation(OperationRepository(session), payment)
+            if payment.status != S.AUTHORIZED:
+                raise StateConflict(f"Cannot capture a payment that is {payment.status}")
+            to_capture = payment.amount_capturable if amount is None else amount
+            if to_capture > payment.amount_capturable:
+                raise InvalidRequest(
+                    f"amount_to_capture: at most {payment.amount_capturable} is capturable",
+                    param="amount_to_capture",
+                    code="amount_exceeds_capturable",
+                )
+            op = self.ledger.open(session, payment, K.CAPTURE, to_capture)
+            await attach_resource(session, op.id)
+            return self.ledger.call_for(payment, op)
 
-        reference, to_capture, gateway_name = await self.db.run(begin)
-        gateway = self.gateways.for_payment(gateway_name)
-        return await self._finish_operation(
-            actor,
-            payment_id,
-            "capture",
-            lambda: gateway.capture(reference, to_capture, f"{payment_id}-capture"),
-            reason="captured",
-        )
+        return await self._run_operation(actor, await self.db.run(begin), reason="captured")
 
     # -- cancel --------------------------------------------------------------------------
 
@@ -410,92 +384,167 @@ class PaymentService:
 
         refund_instead = False
 
-        async def begin(session: AsyncSession) -> tuple[Payment, str | None]:
+        async def begin(session: AsyncSession) -> Payment | Call:
             nonlocal refund_instead
             payment = await self.load(session, actor, payment_id, for_update=True)
-            if self._take_over(payment, "cancel"):
-                return payment, str(payment.gateway_reference)
+            ops = OperationRepository(session)
+            # A charge waiting for the customer's authentication is what a cancel ends.
+            await self._no_open_operation(
+                ops, payment, allow=await self._awaiting_customer(ops, payment)
+            )
             if refund_if_captured and payment.status in REFUNDABLE and self.refund_remainder:
                 refund_instead = True
-                return payment, None
+                return payment
             if payment.status == S.PENDING:
                 payment.cancellation_reason = reason
                 self.transition(session, payment, S.CANCELLED, actor, reason=reason or "cancelled")
-                return payment, None
+                await attach_resource(session, payment.id)
+                return payment
             if payment.status not in (S.AUTHORIZED, S.REQUIRES_ACTION):
                 raise StateConflict(f"Cannot cancel a payment that is {payment.status}")
             payment.cancellation_reason = reason
-            self._mark(payment, "cancel")
-            return payment, str(payment.gateway_reference)
+            op = self.ledger.open(session, payment, K.VOID, payment.amount_capturable)
+            await attach_resource(session, op.id)
+            return self.ledger.call_for(payment, op)
 
-        payment, reference = await self.db.run(begin)
+        started = await self.db.run(begin)
         if refund_instead and self.refund_remainder is not None:
             # Outside the unit of work above: the refund runs its own atomic phases.
             return await self.refund_remainder(actor, payment_id, reason)
-        if reference is None:
-            return payment
-        gateway = self.gateways.for_payment(payment.gateway)
-
-        async def void() -> GatewayPayment:
-            try:
-                return await gateway.cancel(reference, f"{payment_id}-cancel")
-            except GatewayRejected:
-                # E.g. the customer finished authenticating meanwhile: record what it is.
-                return await gateway.retrieve_payment(reference)
-
-        cancelled = await self._finish_operation(
-            actor, payment_id, "cancel", void, reason=reason or "cancelled"
-        )
-        if cancelled.status != S.CANCELLED:
+        if isinstance(started, Payment):
+            return started
+        try:
+            return await self._run_operation(actor, started, reason=reason or "cancelled")
+        except InvalidRequest:  # the gateway refused the void
+            # E.g. the customer finished authenticating meanwhile: record what it is.
+            settled = await self.settle_action(actor, payment_id)
+            if settled.status == S.REQUIRES_ACTION:
+                raise
             raise StateConflict(
-                f"The payment became {cancelled.status} before it could be cancelled"
-            )
-        return cancelled
+                f"The payment became {settled.status} before it could be cancelled"
+            ) from None
 
     # -- shared machinery ----------------------------------------------------------------
 
-    async def _finish_operation(
-        self,
-        actor: Actor,
-        payment_id: str,
-        operation: str,
-        call: Callable[[], Awaitable[GatewayPayment]],
-        *,
-        reason: str,
-    ) -> Payment:
-        """Phase 2 and 3 of capture/cancel: call the gateway, then record what it said."""
-        try:
-            result: GatewayPayment | GatewayError = await call()
-        except GatewayError as error:
-            result = error
-        except Exception:
-            result = OutcomeUnknown(f"unexpected error during {operation}")
-
-        async def finish(session: AsyncSession) -> Payment:
-            payment = await self._locked(session, payment_id)
-            if payment.pending_operation != operation:
-                return payment
-            if isinstance(result, GatewayPayment):
-                self._clear(payment)
-                self.apply_gateway_state(session, payment, result, actor, reason=reason)
-            elif not isinstance(result, OutcomeUnknown):
-                self._clear(payment)  # the gateway certainly did nothing
-                if operation == "capture":
-                    payment.amount_capturable = payment.amount
-            return payment
-
-        payment = await self.db.run(finish)
-        if isinstance(result, OutcomeUnknown):
+    async def _run_operation(self, actor: Actor, call: Call, *, reason: str) -> Payment:
+        """Phases 2 and 3 of capture and void: call the gateway, then record what it said."""
+        outcome = await self.ledger.send(call)
+        payment, _ = await self.db.run(
+            lambda session: self.settle_operation(
+                session, call.operation_id, outcome, actor, reason=reason
+            )
+        )
+        if isinstance(outcome, OutcomeUnknown):
             raise GatewayUnavailableError(
-                f"The gateway did not answer the {operation}; it will be reconciled",
+                f"The gateway did not answer the {call.kind}; it will be completed",
                 code="gateway_outcome_unknown",
                 http_status=502,
             )
-        if isinstance(result, GatewayError):
-            raise gateway_failure(result)
+        if isinstance(outcome, GatewayError):
+            raise gateway_failure(outcome)
         return payment
 
-    def apply_gateway_state(
+    async def _no_open_operation(
+        self, ops: OperationRepository, payment: Payment, *, allow: Operation | None = None
+    ) -> None:
+        for op in await ops.open_for_payment(payment.id):
+            if op.kind != K.REFUND and op is not allow:
+                raise in_progress_error(op.kind)
+
+    async def settle_operation(
+        self,
+        session: AsyncSession,
+        op_id: str,
+        outcome: Outcome,
+        actor: Actor,
+        *,
+        reason: str,
+    ) -> tuple[Payment, Operation]:
+        """Phase 3, for an answer from the call itself or from the completer: lock the
+        payment (then the operation), settle the operation and project it."""
+        ops = OperationRepository(session)
+        found = await ops.get(op_id)
+        if found is None:
+            raise NotFound("No such operation", param="id")
+        payment = await self._locked(session, found.payment_id)
+        op = await ops.get(op_id, for_update=True)
+        assert op is not None  # operations are never deleted
+        await self.project(session, payment, op, outcome, actor, reason=reason)
+        return payment, op
+
+    async def project(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        op: Operation,
+        outcome: Outcome,
+        actor: Actor,
+        *,
+        reason: str,
+    ) -> None:
+        """THE projection: settle `op` with the gateway's answer and move the payment (and
+        refund) forward to it. A definitive answer is always applied, whenever it arrives;
+        an answer that decides nothing leaves the operation pending for the completer."""
+        if op.kind == K.REFUND:
+            assert self.refund_projector is not None  # set by bootstrap
+            await self.refund_projector(session, payment, op, outcome, actor)
+            return
+        target = classify(op.kind, outcome)
+        if (
+            target == OS.FAILED
+            and op.attempts > 1
+            and isinstance(outcome, GatewayError)
+            and not isinstance(outcome, CardDeclined)
+        ):
+            target = OS.PENDING  # this re-send did nothing; an earlier attempt still may have
+        if isinstance(outcome, GatewayPayment):
+            if op.kind in CONFIRMS and op.status in OPEN and outcome.gateway:
+                op.gateway = payment.gateway = outcome.gateway  # who took (or may hold) it
+            op.gateway_reference = op.gateway_reference or outcome.reference
+            await self.apply_gateway_state(session, payment, outcome, actor, reason=reason)
+        elif isinstance(outcome, CardDeclined) and op.kind in CONFIRMS:
+            if outcome.payment is not None:
+                op.gateway_reference = op.gateway_reference or outcome.payment.reference
+                self._remember(payment, outcome.payment)
+            if payment.status in (S.PENDING, S.REQUIRES_ACTION, S.PROCESSING):
+                payment.failure_code = outcome.decline.code
+                payment.failure_decline_code = outcome.decline.decline_code
+                payment.failure_message = outcome.decline.message
+                self.transition(session, payment, S.FAILED, actor, reason=outcome.decline.code)
+        elif isinstance(outcome, GatewayError) and outcome.gateway and op.kind in CONFIRMS:
+            if op.status in OPEN:
+                op.gateway = payment.gateway = outcome.gateway
+        if isinstance(outcome, GatewayError):
+            op.last_error = str(outcome)[:500] or type(outcome).__name__
+            op.updated_at = self.clock.now()
+        if target == OS.PENDING:
+            if isinstance(outcome, OutcomeUnknown) and op.status == OS.PENDING:
+                op.next_check_at = self.clock.now()  # nobody waits for it: look it up now
+            if op.kind in CONFIRMS and payment.status == S.PENDING and op.status in OPEN:
+                self.transition(
+                    session, payment, S.PROCESSING, actor, reason="gateway outcome unknown"
+                )
+            return
+        if op.kind == K.VOID and target == OS.FAILED and payment.status in LIVE:
+            payment.cancellation_reason = None  # the void did not happen
+        self.settle_op(op, target)
+
+    def settle_op(self, op: Operation, target: OperationStatus) -> None:
+        """Settle an operation, unless a contradicting answer came after a definitive one
+        (a gateway anomaly: logged, the first answer kept)."""
+        if op.status == target:
+            return
+        if not may_move(op.kind, op.status, target):
+            log.warning(
+                "operation %s is %s; the gateway now says %s: kept, check manually",
+                op.id,
+                op.status,
+                target,
+            )
+            return
+        self.ledger.move(op, target)
+
+    async def apply_gateway_state(
         self,
         session: AsyncSession,
         payment: Payment,
@@ -504,11 +553,10 @@ class PaymentService:
         *,
         reason: str,
     ) -> bool:
-        """Move the payment forward to what the gateway reports. Never moves it backwards.
-        Returns True when something changed. Used by confirm, capture, cancel,
-        reconciliation and webhooks alike. An in-flight operation marker the truth
-        resolves (e.g. a confirm whose answer a webhook brought first) is cleared."""
-        self._remember(payment, truth)
+        """Move the payment forward to what the gateway reports (never backwards), and settle
+        the open operations this answers. Returns True when the payment changed. Used by
+        the projection, reconciliation and webhooks alike."""
+        ops = OperationRepository(session)
         if (
             truth.next_action is not None
             and truth.status == GatewayPaymentStatus.REQUIRES_ACTION
@@ -516,8 +564,46 @@ class PaymentService:
         ):
             payment.next_action = truth.next_action.as_dict()
         target = gateway_target(payment.status, truth.status)
-        if target is None:
-            return False
+        if (
+            target in LIVE
+            and payment.status not in LIVE
+            and await ops.order_is_held(payment.order_id, other_than=payment.id)
+        ):
+            # The gateway took money for an order another payment already holds: the
+            # operation records it; reconciliation reports it (order_charged_twice).
+            log.warning(
+                "payment %s: the gateway reports %s, but its order is held by another "
+                "payment; reported as order_charged_twice",
+                payment.id,
+                truth.status,
+            )
+            self.note(session, payment, "order_charged_twice", actor, reason=truth.reference)
+            payment.gateway_reference = payment.gateway_reference or truth.reference
+            target = None
+        changed = target is not None and self._move_to(
+            session, payment, truth, target, actor, reason
+        )
+        for op in await ops.open_for_payment(payment.id):
+            if op.kind == K.REFUND:
+                continue
+            if op.kind in CONFIRMS and op.gateway_reference not in (None, truth.reference):
+                continue
+            settled = classify(op.kind, truth)
+            if settled != OS.PENDING:
+                op.gateway_reference = op.gateway_reference or truth.reference
+                self.settle_op(op, settled)
+        return changed
+
+    def _move_to(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        truth: GatewayPayment,
+        target: PaymentStatus,
+        actor: Actor,
+        reason: str,
+    ) -> bool:
+        self._remember(payment, truth)
         if target == S.FAILED:
             if truth.decline is not None:
                 payment.failure_code = truth.decline.code
@@ -534,40 +620,19 @@ class PaymentService:
         elif target == S.CANCELLED:
             payment.amount_capturable = 0
         self.transition(session, payment, target, actor, reason=reason)
-        if payment.pending_operation is not None and operation_resolved(
-            payment.pending_operation, target
-        ):
-            self._clear(payment)
         return True
 
-    def abandon_operation(
-        self,
-        session: AsyncSession,
-        payment: Payment,
-        truth: GatewayPayment | None,
-        actor: Actor,
-        *,
-        reason: str,
-    ) -> None:
-        """Clear an in-flight marker whose operation the gateway shows never took effect
-        (reconciliation of a stuck request); a stuck confirm leaves a plain pending payment."""
-        operation = payment.pending_operation
-        if operation is None:
-            return
-        self._clear(payment)
-        if operation == "capture" and payment.status == S.AUTHORIZED:
-            payment.amount_capturable = truth.amount_capturable if truth else payment.amount
-        if operation == "cancel" and payment.status == S.AUTHORIZED:
-            payment.cancellation_reason = None
-        self.note(session, payment, "operation_cleared", actor, reason=reason)
-        self.audit.record(
-            session,
-            actor,
-            "payment.operation_cleared",
-            "payment",
-            payment.id,
-            details={"operation": operation, "reason": reason},
-        )
+    async def operations(self, actor: Actor, payment_id: str) -> Sequence[Operation]:
+        """A payment's operations, oldest first (admins: `GET /admin/payments/{id}/operations`;
+        operators: `paysvc payments show`)."""
+        if actor.role != Role.ADMIN:
+            raise PermissionDenied("Admin only")
+
+        async def work(session: AsyncSession) -> Sequence[Operation]:
+            await self.load(session, actor, payment_id)
+            return await OperationRepository(session).for_payment(payment_id)
+
+        return await self.db.run(work, write=False)
 
     def note(
         self,
@@ -660,28 +725,6 @@ class PaymentService:
             raise NotFound("No such payment", param="id")
         return payment
 
-    def _take_over(self, payment: Payment, operation: str) -> bool:
-        """True when an earlier attempt of the same operation crashed or hung long enough
-        ago that this request may resume it (same idempotency key at the gateway)."""
-        if payment.pending_operation is None:
-            return False
-        stale = payment.pending_since is not None and (
-            self.clock.now() - payment.pending_since >= STALE_AFTER
-        )
-        if payment.pending_operation == operation and stale:
-            return True
-        raise in_progress_error(payment)
-
-    def _mark(self, payment: Payment, operation: str) -> None:
-        payment.pending_operation = operation
-        payment.pending_since = self.clock.now()
-        payment.updated_at = self.clock.now()
-
-    @staticmethod
-    def _clear(payment: Payment) -> None:
-        payment.pending_operation = None
-        payment.pending_since = None
-
     @staticmethod
     def _remember(payment: Payment, truth: GatewayPayment) -> None:
         payment.gateway_reference = payment.gateway_reference or truth.reference
@@ -716,26 +759,14 @@ def gateway_target(current: str, truth: GatewayPaymentStatus) -> PaymentStatus |
     return None
 
 
-def operation_resolved(operation: str, status: PaymentStatus) -> bool:
-    """Whether a payment now in `status` has the answer an in-flight `operation` awaited."""
-    if operation == "confirm":
-        return status not in (S.PENDING, S.PROCESSING)
-    if operation == "cancel":
-        return status not in (S.AUTHORIZED, S.REQUIRES_ACTION)
-    return status != S.AUTHORIZED  # capture
-
-
 def order_already_paid_error() -> StateConflict:
     return StateConflict(
         "This order already has a payment in progress or paid", code="order_already_paid"
     )
 
 
-def in_progress_error(payment: Payment) -> StateConflict:
-    return StateConflict(
-        f"A {payment.pending_operation} of this payment is in progress",
-        code="operation_in_progress",
-    )
+def in_progress_error(kind: str) -> StateConflict:
+    return StateConflict(f"A {kind} of this payment is in progress", code="operation_in_progress")
 
 
 def gateway_failure(error: GatewayError) -> PaysvcError:

@@ -28,17 +28,18 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     S.PROCESSING: frozenset({S.AUTHORIZED, S.CAPTURED, S.FAILED}),
     S.AUTHORIZED: frozenset({S.CAPTURED, S.CANCELLED}),
     S.CAPTURED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED}),
-    S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED}),
+    # ... -> captured/partially_refunded: a refund the gateway reversed.
+    S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.CAPTURED}),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
-    S.REFUNDED: frozenset(),
+    S.REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.CAPTURED}),
 }
 
 # A payment in one of these holds its order: no other payment of the order may be confirmed.
 LIVE = frozenset({S.REQUIRES_ACTION, S.PROCESSING, S.AUTHORIZED, S.CAPTURED, S.PARTIALLY_REFUNDED})
 # Money has been taken: refunds are possible.
 REFUNDABLE = frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED})
-FINAL = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
+FINAL = frozenset(s for s, targets in TRANSITIONS.items() if not targets) | {S.REFUNDED}
 
 
 def check_transition(current: str, target: PaymentStatus) -> None:

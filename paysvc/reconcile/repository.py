@@ -8,11 +8,21 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
+from paysvc.operations.models import Operation
+from paysvc.operations.states import OPEN
 from paysvc.payments.models import Payment
-from paysvc.payments.states import PaymentStatus
+from paysvc.payments.states import LIVE, PaymentStatus
 from paysvc.refunds.models import Refund
 from paysvc.refunds.states import RefundStatus
+
+# The payment has an operation the completer has not finished (pending, unknown, ...).
+_BUSY = (
+    select(Operation.id)
+    .where(Operation.payment_id == Payment.id, Operation.status.in_(sorted(OPEN)))
+    .exists()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +33,7 @@ class PaymentSnapshot:
     status: str
     gateway: str
     gateway_reference: str | None
-    pending_operation: str | None
-    pending_since: dt.datetime | None
+    busy: bool  # an operation is open: the completer settles it, not the comparison
     amount_captured: int
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -35,26 +44,11 @@ _COLUMNS = (
     Payment.status,
     Payment.gateway,
     Payment.gateway_reference,
-    Payment.pending_operation,
-    Payment.pending_since,
+    _BUSY,
     Payment.amount_captured,
     Payment.created_at,
     Payment.updated_at,
 )
-
-
-def snapshot(payment: Payment) -> PaymentSnapshot:
-    return PaymentSnapshot(
-        id=payment.id,
-        status=payment.status,
-        gateway=payment.gateway,
-        gateway_reference=payment.gateway_reference,
-        pending_operation=payment.pending_operation,
-        pending_since=payment.pending_since,
-        amount_captured=payment.amount_captured,
-        created_at=payment.created_at,
-        updated_at=payment.updated_at,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +61,6 @@ class RefundSnapshot:
     status: str
     amount: int
     gateway_reference: str | None
-    pending_since: dt.datetime | None
     created_at: dt.datetime
 
 
@@ -75,40 +68,39 @@ class ReconcileRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def payment(self, payment_id: str) -> PaymentSnapshot | None:
+        row = (
+            await self.session.execute(select(*_COLUMNS).where(Payment.id == payment_id))
+        ).first()
+        return None if row is None else PaymentSnapshot(*row)
+
+    async def order_held_by_another(self, payment_id: str) -> bool:
+        other = aliased(Payment)
+        query = (
+            select(other.id)
+            .join(Payment, Payment.order_id == other.order_id)
+            .where(Payment.id == payment_id, other.id != payment_id, other.status.in_(sorted(LIVE)))
+            .limit(1)
+        )
+        return (await self.session.scalars(query)).first() is not None
+
     async def payments(
         self,
         *,
         created_gte: dt.datetime,
-        stuck_before: dt.datetime | None,
         after: tuple[dt.datetime, str] | None,
         limit: int,
     ) -> Sequence[PaymentSnapshot]:
-        """Payments the gateway may know something about, oldest first, a page at a time.
-
-        All of them: anything with a gateway reference, in processing, with an operation in
-        flight, or ever confirmed. Only the stuck (`stuck_before` set): processing ones and
-        those whose operation has been in flight since before `stuck_before`."""
-        query = select(*_COLUMNS).where(Payment.created_at >= created_gte)
-        processing = Payment.status == PaymentStatus.PROCESSING
-        if stuck_before is None:
-            query = query.where(
-                or_(
-                    Payment.gateway_reference.is_not(None),
-                    processing,
-                    Payment.pending_operation.is_not(None),
-                    Payment.confirm_attempts > 0,
-                )
-            )
-        else:
-            query = query.where(
-                or_(
-                    processing,
-                    and_(
-                        Payment.pending_operation.is_not(None),
-                        Payment.pending_since < stuck_before,
-                    ),
-                )
-            )
+        """Payments the gateway may know something about (a gateway reference, processing, or
+        an operation at all), oldest first, a page at a time."""
+        query = select(*_COLUMNS).where(
+            Payment.created_at >= created_gte,
+            or_(
+                Payment.gateway_reference.is_not(None),
+                Payment.status == PaymentStatus.PROCESSING,
+                select(Operation.id).where(Operation.payment_id == Payment.id).exists(),
+            ),
+        )
         if after is not None:
             created, last_id = after
             query = query.where(
@@ -125,15 +117,11 @@ class ReconcileRepository:
         self,
         *,
         created_gte: dt.datetime,
-        stuck_before: dt.datetime | None,
         after: tuple[dt.datetime, str] | None,
         limit: int,
     ) -> Sequence[RefundSnapshot]:
-        """Refunds the gateway may know something about, oldest first, a page at a time.
-
-        All of them: pending ones and those the gateway has named (a refund that failed
-        before reaching the gateway has nothing to compare). Only the stuck (`stuck_before`
-        set): pending ones whose gateway call was handed off before `stuck_before`."""
+        """Settled refunds the gateway has named, oldest first, a page at a time (pending
+        ones belong to the completer, through their operation)."""
         query = (
             select(
                 Refund.id,
@@ -142,17 +130,15 @@ class ReconcileRepository:
                 Refund.status,
                 Refund.amount,
                 Refund.gateway_reference,
-                Refund.pending_since,
                 Refund.created_at,
             )
             .join(Payment, Payment.id == Refund.payment_id)
-            .where(Refund.created_at >= created_gte)
+            .where(
+                Refund.created_at >= created_gte,
+                Refund.status != RefundStatus.PENDING,
+                Refund.gateway_reference.is_not(None),
+            )
         )
-        pending = Refund.status == RefundStatus.PENDING
-        if stuck_before is None:
-            query = query.where(or_(pending, Refund.gateway_reference.is_not(None)))
-        else:
-            query = query.where(pending, Refund.pending_since < stuck_before)
         if after is not None:
             created, last_id = after
             query = query.where(

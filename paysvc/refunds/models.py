@@ -21,7 +21,6 @@ class Refund(EncryptedModel, Base):
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint(f"status IN ({_STATUSES})", name="status_known"),
         Index("ix_refunds_payment_created", "payment_id", "created_at", "id"),
-        Index("ix_refunds_status_pending_since", "status", "pending_since"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -33,8 +32,6 @@ class Refund(EncryptedModel, Base):
     failure_reason: Mapped[str | None] = mapped_column(String(255))
     meta_enc: Mapped[str | None] = mapped_column(Text)
     gateway_reference: Mapped[str | None] = mapped_column(String(255), unique=True)
-    # Recovery point: when the (latest) gateway call was handed off; None once settled.
-    pending_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 

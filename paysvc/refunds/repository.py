@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Sequence
-
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,13 +56,3 @@ class RefundRepository:
             starting_after=starting_after,
             visible=lambda cursor: cursor.payment_id == payment_id,
         )
-
-    async def stale_pending(self, before: dt.datetime, *, limit: int) -> Sequence[Refund]:
-        """Pending refunds whose gateway call was handed off before `before` (oldest first)."""
-        query = (
-            select(Refund)
-            .where(Refund.status == RefundStatus.PENDING, Refund.pending_since < before)
-            .order_by(Refund.pending_since, Refund.id)
-            .limit(limit)
-        )
-        return list(await self.session.scalars(query))

@@ -1,16 +1,18 @@
-"""Refund use cases, in atomic phases like the payment's gateway calls:
+"""Refund use cases. A refund is made by one operation of the ledger (kind `refund`), in
+atomic phases:
 
 1. a write unit of work locks the payment, checks what is refundable, inserts the refund
-   `pending` (it counts against the refundable amount from now on) and commits;
-2. the gateway is called with the refund id as idempotency key, holding no database lock;
-3. a second unit of work locks the payment, then the refund (fixed order), and records the
-   outcome: succeeded adds to `payment.amount_refunded` and moves the payment; failed releases
-   the amount; an unknown outcome leaves the refund pending until reconciliation (`reconcile`,
-   `settle_pending`, `resend_if_stale`) or a webhook (`apply_gateway_refund`) settles it.
+   `pending` (it counts against the refundable amount from now on) and its operation;
+2. the gateway is called with the operation's id as idempotency key, holding no database lock;
+3. a second unit of work locks the payment, then the refund (fixed order), and projects the
+   outcome (`project` -> `_apply`): succeeded adds to `payment.amount_refunded` and moves the
+   payment; failed releases the amount; an unknown outcome leaves the refund pending until the
+   completer or a webhook (`apply_gateway_refund`) settles it.
 
-Settling only moves a pending refund forward: succeeded and failed are final. A refund the
-gateway reports that we never made (the Stripe dashboard) is booked by `apply_gateway_refund`
-when it fits what is refundable.
+A refund the gateway reverses (Stripe moves refunds `succeeded -> failed`) is recorded as a
+reversal: `amount_refunded` goes down, the payment's status follows. A refund the gateway
+reports that we never made (the Stripe dashboard) is booked by `apply_gateway_refund` when it
+fits what is refundable.
 
 Refundable = captured - (succeeded + pending refunds); `amount_refunded` is always the sum of
 the succeeded refunds.
@@ -18,9 +20,7 @@ the succeeded refunds.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,14 +43,20 @@ from paysvc.gateways.base import (
     GatewayRefundStatus,
     GatewayUnavailable,
     OutcomeUnknown,
-    RefundRequest,
 )
 from paysvc.gateways.registry import Gateways
+from paysvc.idempotency.service import attach_resource
 from paysvc.ids import new_id
+from paysvc.operations.metrics import REFUND_REVERSALS
+from paysvc.operations.models import Operation
+from paysvc.operations.repository import OperationRepository
+from paysvc.operations.service import Call, Outcome, classify
+from paysvc.operations.states import OperationKind
+from paysvc.operations.states import OperationStatus as OS
 from paysvc.payments.models import Payment
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.schemas import render_payment
-from paysvc.payments.service import STALE_AFTER, PaymentService, gateway_failure
+from paysvc.payments.service import PaymentService, gateway_failure
 from paysvc.payments.states import REFUNDABLE, PaymentStatus
 from paysvc.refunds.models import Refund
 from paysvc.refunds.repository import RefundRepository
@@ -68,15 +74,6 @@ class NewRefund:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """What phase 2 needs, captured at the end of phase 1."""
-
-    refund_id: str
-    gateway: str
-    request: RefundRequest
-
-
 class RefundService:
     def __init__(
         self,
@@ -91,6 +88,7 @@ class RefundService:
         self.clock = clock
         self.audit = audit
         self.payments = payments
+        self.ledger = payments.ledger
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -131,16 +129,6 @@ class RefundService:
 
         return await self.db.run(work, write=False)
 
-    async def stale_pending(self, *, limit: int = 100) -> Sequence[Refund]:
-        """Pending refunds whose gateway call is older than STALE_AFTER (for reconciliation)."""
-
-        async def work(session: AsyncSession) -> Sequence[Refund]:
-            return await RefundRepository(session).stale_pending(
-                self.clock.now() - STALE_AFTER, limit=limit
-            )
-
-        return await self.db.run(work, write=False)
-
     # -- create --------------------------------------------------------------------------
 
     async def create(self, actor: Actor, payment_id: str, new: NewRefund) -> Refund:
@@ -150,7 +138,7 @@ class RefundService:
         if not actor.is_staff:
             raise PermissionDenied("Only service or admin callers may create refunds")
 
-        async def begin(session: AsyncSession) -> _Call:
+        async def begin(session: AsyncSession) -> Call:
             call = await self._begin(session, actor, payment_id, new)
             if call is None:
                 raise _exceeds(0)
@@ -165,7 +153,7 @@ class RefundService:
         refundable and return the payment. Raises CardError when the gateway refuses."""
         reason = cancel_reason if cancel_reason in REFUND_REASONS else "requested_by_customer"
 
-        async def begin(session: AsyncSession) -> _Call | None:
+        async def begin(session: AsyncSession) -> Call | None:
             return await self._begin(session, actor, payment_id, NewRefund(reason=reason))
 
         call = await self.db.run(begin)
@@ -182,7 +170,7 @@ class RefundService:
 
     async def _begin(
         self, session: AsyncSession, actor: Actor, payment_id: str, new: NewRefund
-    ) -> _Call | None:
+    ) -> Call | None:
         """Phase 1. None when a default-amount refund finds nothing left to refund."""
         payment = await self.payments.load(session, actor, payment_id, for_update=True)
         if payment.status not in REFUNDABLE or payment.gateway_reference is None:
@@ -203,71 +191,70 @@ class RefundService:
             status=R.PENDING,
             reason=new.reason,
             meta=new.metadata,
-            pending_since=now,
             created_at=now,
             updated_at=now,
         )
         repo.add(refund)
         await session.flush()
+        op = self.ledger.open(session, payment, OperationKind.REFUND, amount, refund_id=refund.id)
+        await attach_resource(session, op.id)
         self._history(session, payment, refund, "refund_created", actor, new.reason)
-        return _Call(refund.id, payment.gateway, _request(refund, payment.gateway_reference))
+        return self.ledger.call_for(payment, op, reason=new.reason)
 
-    async def _execute(self, actor: Actor, call: _Call) -> Refund:
+    async def _execute(self, actor: Actor, call: Call) -> Refund:
         """Phases 2 and 3: call the gateway holding no lock, then record what it said."""
-        gateway = self.gateways.for_payment(call.gateway)
-        try:
-            result: GatewayRefund | GatewayError = await gateway.refund(call.request)
-        except GatewayError as error:
-            result = error
-        except Exception:
-            log.exception("unexpected error while refunding %s", call.refund_id)
-            result = OutcomeUnknown("unexpected error while refunding")
+        outcome = await self.ledger.send(call)
 
         async def finish(session: AsyncSession) -> Refund:
-            payment, refund = await self._locked(session, call.refund_id)
-            if isinstance(result, GatewayRefund):
-                self._apply(session, payment, refund, result, actor)
-            elif refund.status != R.PENDING:
-                pass  # already settled by reconciliation or a webhook
-            elif isinstance(result, OutcomeUnknown):
-                self._history(session, payment, refund, "refund_outcome_unknown", actor, "gateway")
-            else:  # the gateway certainly did nothing
-                failure = (
-                    "gateway_unavailable"
-                    if isinstance(result, GatewayUnavailable)
-                    else "gateway_rejected"
-                )
-                self._fail(session, payment, refund, failure, actor)
+            await self.payments.settle_operation(
+                session, call.operation_id, outcome, actor, reason="refunded"
+            )
+            refund = await RefundRepository(session).get(str(call.refund_id))
+            assert refund is not None  # refunds are not deleted
             return refund
 
         refund = await self.db.run(finish)
-        if isinstance(result, GatewayError) and not isinstance(result, OutcomeUnknown):
-            raise gateway_failure(result)
+        if isinstance(outcome, GatewayError) and not isinstance(outcome, OutcomeUnknown):
+            raise gateway_failure(outcome)
         return refund
+
+    async def project(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        op: Operation,
+        outcome: Outcome,
+        actor: Actor,
+    ) -> None:
+        """The projection of a refund operation (`PaymentService.project` hands it here, the
+        payment locked): settle the operation and move the refund and the payment."""
+        assert op.refund_id is not None  # refund operations always name their refund
+        refund = await RefundRepository(session).get(op.refund_id, for_update=True)
+        assert refund is not None  # refunds are not deleted
+        target = classify(op.kind, outcome)
+        if isinstance(outcome, GatewayRefund):
+            await self._apply(session, payment, refund, outcome, actor)
+            return
+        if not isinstance(outcome, GatewayError):
+            return
+        op.last_error = str(outcome)[:500] or type(outcome).__name__
+        op.updated_at = self.clock.now()
+        if isinstance(outcome, OutcomeUnknown) or op.attempts > 1:
+            if isinstance(outcome, OutcomeUnknown) and op.status == OS.PENDING:
+                op.next_check_at = self.clock.now()  # nobody waits for it: look it up now
+            if refund.status == R.PENDING and op.attempts == 1:
+                self._history(session, payment, refund, "refund_outcome_unknown", actor, "gateway")
+            return  # only a first attempt's refusal proves nothing moved
+        if target == OS.FAILED and refund.status == R.PENDING:
+            failure = (
+                "gateway_unavailable"
+                if isinstance(outcome, GatewayUnavailable)
+                else "gateway_rejected"
+            )
+            self._fail(session, payment, refund, failure, actor)
+            self.payments.settle_op(op, OS.FAILED)
 
     # -- settling (reconciliation, webhooks) ---------------------------------------------
-
-    async def settle(self, refund_id: str, truth: GatewayRefund, actor: Actor = SYSTEM) -> Refund:
-        """Record the gateway's word on a refund, in a unit of work of its own."""
-        refund, _ = await self._settle(refund_id, truth, actor)
-        return refund
-
-    async def settle_pending(
-        self, refund_id: str, truth: GatewayRefund, actor: Actor = SYSTEM
-    ) -> bool:
-        """Like `settle`; True only when this call moved the refund (False: it was settled
-        meanwhile, e.g. by another reconciler or a webhook, or the gateway is undecided)."""
-        _, changed = await self._settle(refund_id, truth, actor)
-        return changed
-
-    async def _settle(
-        self, refund_id: str, truth: GatewayRefund, actor: Actor
-    ) -> tuple[Refund, bool]:
-        async def work(session: AsyncSession) -> tuple[Refund, bool]:
-            payment, refund = await self._locked(session, refund_id)
-            return refund, self._apply(session, payment, refund, truth, actor)  # re-checked
-
-        return await self.db.run(work)
 
     async def apply_gateway_refund(
         self, session: AsyncSession, payment: Payment, truth: GatewayRefund, actor: Actor = SYSTEM
@@ -299,7 +286,7 @@ class RefundService:
             return found
         refund = await repo.get(found.id, for_update=True)
         assert refund is not None  # refunds are not deleted
-        self._apply(session, payment, refund, truth, actor)
+        await self._apply(session, payment, refund, truth, actor)
         return refund
 
     async def _record_from_gateway(
@@ -334,83 +321,26 @@ class RefundService:
             reason=truth.reason if truth.reason in REFUND_REASONS else None,
             meta={},
             gateway_reference=truth.reference,
-            pending_since=now,
             created_at=now,
             updated_at=now,
         )
         repo.add(refund)
         await session.flush()
+        # In the ledger too, as an operation we never sent (attempts 0): the completer asks
+        # the gateway about it by the gateway's id, and never sends it.
+        op = self.ledger.open(
+            session, payment, OperationKind.REFUND, truth.amount, refund_id=refund.id
+        )
+        op.attempts = 0
+        op.gateway_reference = truth.reference
         detail = f"gateway refund {truth.reference}"
         self._history(session, payment, refund, "refund_recorded_from_gateway", actor, detail)
-        self._apply(session, payment, refund, truth, actor)
+        await self._apply(session, payment, refund, truth, actor)
         return refund
-
-    async def reconcile(self, refund_id: str, actor: Actor = SYSTEM) -> Refund:
-        """Settle a pending refund by asking its gateway. A stale refund the gateway has never
-        seen is sent again with the same idempotency key (it cannot be refunded twice)."""
-
-        async def read(session: AsyncSession) -> tuple[Refund, Payment]:
-            refund = await RefundRepository(session).get(refund_id)
-            if refund is None:
-                raise NotFound("No such refund", param="id")
-            payment = await PaymentRepository(session).get(refund.payment_id)
-            assert payment is not None  # foreign key
-            return refund, payment
-
-        refund, payment = await self.db.run(read, write=False)
-        if refund.status != R.PENDING:
-            return refund
-        try:
-            truth = await self.gateway_truth(payment.gateway, refund.id, refund.gateway_reference)
-        except GatewayError as error:
-            raise gateway_failure(error) from None
-        if truth is not None:
-            return await self.settle(refund.id, truth, actor)
-        resent = await self.resend_if_stale(refund.id, refund.pending_since, actor)
-        return resent or await self.get(SYSTEM, refund_id)
-
-    async def gateway_truth(
-        self, gateway: str, refund_id: str, reference: str | None
-    ) -> GatewayRefund | None:
-        """What the refund's gateway says about it (call with no transaction open); None when
-        the gateway has no such refund."""
-        owner = self.gateways.for_payment(gateway)
-        if reference is not None:
-            return await owner.retrieve_refund(reference)
-        return await owner.find_refund(refund_id)
-
-    async def resend_if_stale(
-        self,
-        refund_id: str,
-        pending_since: dt.datetime | None,
-        actor: Actor = SYSTEM,
-        *,
-        stale: dt.timedelta = STALE_AFTER,
-    ) -> Refund | None:
-        """A pending refund the gateway has no record of, whose call (handed off at
-        `pending_since`) is older than `stale`: send it again with the same idempotency key.
-        None when it is not stale, or was settled or resumed by someone else meanwhile."""
-        if pending_since is not None and self.clock.now() - pending_since < stale:
-            return None  # its request may still be running
-
-        async def resume(session: AsyncSession) -> _Call | None:
-            payment, locked = await self._locked(session, refund_id)
-            if (
-                locked.status != R.PENDING
-                or locked.pending_since != pending_since
-                or locked.gateway_reference is not None  # the gateway has it: never resend
-                or payment.gateway_reference is None
-            ):
-                return None
-            locked.pending_since = locked.updated_at = self.clock.now()
-            return _Call(locked.id, payment.gateway, _request(locked, payment.gateway_reference))
-
-        call = await self.db.run(resume)
-        return None if call is None else await self._execute(actor, call)
 
     # -- shared machinery ----------------------------------------------------------------
 
-    def _apply(
+    async def _apply(
         self,
         session: AsyncSession,
         payment: Payment,
@@ -418,10 +348,21 @@ class RefundService:
         truth: GatewayRefund,
         actor: Actor,
     ) -> bool:
-        """Move a pending refund to what the gateway reports; True when it changed."""
+        """Move the refund to what the gateway reports, forward only (a succeeded refund the
+        gateway reverses is recorded as a reversal), and settle its operation. True when the
+        refund changed."""
+        refund.gateway_reference = refund.gateway_reference or truth.reference
+        op = await OperationRepository(session).for_refund(refund.id, for_update=True)
+        if op is not None:
+            op.gateway_reference = op.gateway_reference or truth.reference
+            settled = classify(op.kind, truth)
+            if settled != OS.PENDING:
+                self.payments.settle_op(op, settled)
+        if refund.status == R.SUCCEEDED and truth.status == GatewayRefundStatus.FAILED:
+            self._reverse(session, payment, refund, truth.failure_reason or "reversed", actor)
+            return True
         if refund.status != R.PENDING:
             return False
-        refund.gateway_reference = refund.gateway_reference or truth.reference
         refund.updated_at = self.clock.now()
         if truth.status == GatewayRefundStatus.FAILED:
             self._fail(session, payment, refund, truth.failure_reason or "failed", actor)
@@ -429,7 +370,6 @@ class RefundService:
         if truth.status != GatewayRefundStatus.SUCCEEDED:
             return False  # the gateway has not decided yet
         self._move(refund, R.SUCCEEDED)
-        refund.pending_since = None
         payment.amount_refunded += refund.amount
         payment.updated_at = self.clock.now()
         self._history(session, payment, refund, "refund_succeeded", actor, refund.reason)
@@ -444,12 +384,45 @@ class RefundService:
             )
         return True
 
+    def _reverse(
+        self, session: AsyncSession, payment: Payment, refund: Refund, reason: str, actor: Actor
+    ) -> None:
+        """The gateway reversed a refund that had succeeded: the money is back on the
+        payment. Recorded, never ignored: history, audit, a warning and a metric."""
+        self._move(refund, R.FAILED)
+        refund.failure_reason = reason[:255]
+        payment.amount_refunded -= refund.amount
+        payment.updated_at = self.clock.now()
+        self._history(session, payment, refund, "refund_reversed", actor, reason)
+        log.warning(
+            "refund %s of payment %s (%d %s) was reversed by the gateway: %s",
+            refund.id,
+            payment.id,
+            refund.amount,
+            refund.currency,
+            reason,
+        )
+        REFUND_REVERSALS.inc()
+        if payment.status in (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED):
+            target = (
+                PaymentStatus.PARTIALLY_REFUNDED
+                if payment.amount_refunded > 0
+                else PaymentStatus.CAPTURED
+            )
+            self.payments.transition(
+                session,
+                payment,
+                target,
+                actor,
+                reason=f"refund {refund.id} reversed",
+                amount=refund.amount,
+            )
+
     def _fail(
         self, session: AsyncSession, payment: Payment, refund: Refund, reason: str, actor: Actor
     ) -> None:
         self._move(refund, R.FAILED)
         refund.failure_reason = reason
-        refund.pending_since = None
         self._history(session, payment, refund, "refund_failed", actor, reason)
 
     def _move(self, refund: Refund, target: RefundStatus) -> None:
@@ -503,17 +476,6 @@ class RefundService:
         refund = await repo.get(refund_id, for_update=True)
         assert payment is not None and refund is not None  # foreign key; refunds are not deleted
         return payment, refund
-
-
-def _request(refund: Refund, payment_reference: str) -> RefundRequest:
-    return RefundRequest(
-        refund_id=refund.id,
-        payment_reference=payment_reference,
-        amount=refund.amount,
-        currency=refund.currency,
-        reason=refund.reason,
-        idempotency_key=refund.id,
-    )
 
 
 def _exceeds(refundable: int) -> InvalidRequest:

@@ -16,7 +16,7 @@ class RefundStatus(enum.StrEnum):
 R = RefundStatus
 TRANSITIONS: dict[RefundStatus, frozenset[RefundStatus]] = {
     R.PENDING: frozenset({R.SUCCEEDED, R.FAILED}),
-    R.SUCCEEDED: frozenset(),
+    R.SUCCEEDED: frozenset({R.FAILED}),  # the gateway reversed it (Stripe does)
     R.FAILED: frozenset(),
 }
 # These count against what is still refundable on the payment.

@@ -9,8 +9,16 @@ import logging
 from aiohttp import web
 
 from paysvc.errors import MalformedRequest
-from paysvc.idempotency.service import Claim, KeyedRequest, fingerprint, valid_key
-from paysvc.web.io import Handler
+from paysvc.idempotency.service import (
+    CURRENT_CLAIM,
+    Claim,
+    KeyedRequest,
+    Reattach,
+    fingerprint,
+    in_use,
+    valid_key,
+)
+from paysvc.web.io import Handler, json_response
 from paysvc.web.keys import ACTOR, CONTAINER, REQUEST_ID
 from paysvc.web.middlewares import respond
 
@@ -48,6 +56,8 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
             request_id=request.get(REQUEST_ID),
         )
     )
+    if isinstance(outcome, Reattach):
+        return await _reattach(request, outcome)
     if not isinstance(outcome, Claim):
         replay = web.Response(
             status=outcome.status, text=outcome.body, content_type="application/json"
@@ -56,13 +66,17 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         if outcome.request_id:
             replay.headers["Original-Request"] = outcome.request_id
         return replay
-    response = await respond(request, handler)
+    claimed = CURRENT_CLAIM.set(outcome)  # phase 1 records what it creates on the key's row
+    try:
+        response = await respond(request, handler)
+    finally:
+        CURRENT_CLAIM.reset(claimed)
     try:
         if isinstance(response, web.Response) and _is_result(response):
             assert isinstance(response.body, bytes)
             await service.complete(outcome, response.status, response.body.decode())
         else:
-            await service.release(outcome)
+            await service.release(outcome, outage=_code(response) == "service_unavailable")
     except Exception:
         # The response stands; the key stays in flight until it goes stale and a retry
         # resumes the operation from its recovery point.
@@ -72,14 +86,37 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
     return response
 
 
+async def _reattach(request: web.Request, reattach: Reattach) -> web.Response:
+    """A retry after its first attempt crashed (or lost its response): answer with the outcome
+    of what that attempt created, completed by the completer; never execute again."""
+    container = request.app[CONTAINER]
+    answer = await container.completer.resume(reattach.resource_id, reattach.path)
+    if answer is None:
+        raise in_use()
+    status, body = answer
+    response = json_response(body, status=status)
+    response.headers["Idempotent-Replayed"] = "true"
+    if _is_result(response):
+        assert isinstance(response.body, bytes)
+        await container.idempotency.complete_reattached(reattach, status, response.body.decode())
+    else:
+        await container.idempotency.forget(reattach)  # nothing moved: the key is free again
+    return response
+
+
+def _code(response: web.StreamResponse) -> str | None:
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        return None
+    try:
+        return str(json.loads(response.body)["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _is_result(response: web.Response) -> bool:
     """True when the response is the result of an execution, to be replayed."""
     if response.status in NOT_STORED or not isinstance(response.body, bytes):
         return False
     if response.status == 409:
-        try:
-            code = json.loads(response.body)["error"]["code"]
-        except (ValueError, KeyError, TypeError):
-            return True
-        return code not in NOT_STORED_CODES
+        return _code(response) not in NOT_STORED_CODES
     return True

@@ -9,8 +9,10 @@ import time
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 
 from paysvc.auth.principal import Actor, Role
+from paysvc.db.engine import database_unreachable
 from paysvc.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -19,6 +21,7 @@ from paysvc.errors import (
     PaysvcError,
     PermissionDenied,
     RateLimited,
+    ServiceUnavailable,
 )
 from paysvc.logs import redact, request_id_var
 from paysvc.web.auth import AUTHENTICATOR
@@ -28,6 +31,7 @@ from paysvc.web.keys import ACTOR, CONTAINER, REQUEST_ID
 log = logging.getLogger("paysvc.web")
 access_log = logging.getLogger("paysvc.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+RETRY_AFTER = 5  # seconds, while the database is unreachable
 PUBLIC_PREFIXES = (
     "/health",
     "/metrics",
@@ -96,6 +100,21 @@ async def respond(request: web.Request, handler: Handler) -> web.StreamResponse:
     except PaysvcError as error:
         await _audit_denial(request, error)
         return render_error(request, error)
+    except (DBAPIError, OSError) as error:
+        if not database_unreachable(error):
+            log.exception("unhandled error", extra={"request_id": request.get(REQUEST_ID)})
+            return render_error(request, PaysvcError("An unexpected error occurred"))
+        log.warning(
+            "database unreachable: %s",
+            type(error).__name__,
+            extra={"request_id": request.get(REQUEST_ID)},
+        )
+        return render_error(
+            request,
+            ServiceUnavailable(
+                "The service cannot reach its database; retry shortly", retry_after=RETRY_AFTER
+            ),
+        )
     except web.HTTPException as http_error:
         if http_error.status < 400:
             raise
@@ -106,16 +125,10 @@ async def respond(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def render_error(request: web.Request, error: PaysvcError) -> web.Response:
-    body: dict[str, Any] = {
-        "type": error.type,
-        "code": error.code,
-        "message": error.message,
-        "param": error.param,
-        "request_id": request.get(REQUEST_ID),
-    }
-    body.update(error.extra)
-    response = json_response({"error": body}, status=error.http_status)
-    if isinstance(error, RateLimited):
+    response = json_response(
+        {"error": error.body(request.get(REQUEST_ID))}, status=error.http_status
+    )
+    if isinstance(error, RateLimited | ServiceUnavailable):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
 

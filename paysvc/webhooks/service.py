@@ -227,7 +227,7 @@ class WebhookService:
             if row.type in PAYMENT_EVENTS:
                 truth = payment_from_intent(obj)
                 if truth is not None:
-                    self.payments.apply_gateway_state(
+                    await self.payments.apply_gateway_state(
                         session, payment, truth, actor, reason=f"webhook: {row.type}"
                     )
                 return InboxStatus.APPLIED

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from paysvc.gateways.base import (
+    STRIPE_IDEMPOTENCY_WINDOW,
     CardDeclined,
     ChargeRequest,
     Decline,
@@ -49,6 +50,7 @@ class FakeGateway:
     charges: list[ChargeRequest] = field(default_factory=list)
     held: dict[str, GatewayPayment] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    idempotency_window: dt.timedelta = STRIPE_IDEMPOTENCY_WINDOW
 
     async def charge(self, request: ChargeRequest) -> GatewayPayment:
         self.charges.append(request)

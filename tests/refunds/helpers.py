@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 
-from paysvc.bootstrap import Container
+from paysvc.bootstrap import Container, build_container
 from paysvc.clock import Clock
 from paysvc.gateways.base import GatewayError, GatewayRefund, OutcomeUnknown, RefundRequest
-from paysvc.gateways.failover import FailoverGateway
-from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxCharge, SandboxGateway, SandboxRefund
+from paysvc.operations.completer import Completer
+from paysvc.operations.repository import OperationRepository
+from paysvc.operations.service import Ledger
 from paysvc.payments.models import Payment
 from paysvc.refunds.models import Refund
-from paysvc.refunds.service import RefundService
 from paysvc.web.app import create_app
 from tests.conftest import SERVICE, Api
 
@@ -55,14 +54,14 @@ async def troubled_api(
     reached: bool,
     clock: Clock | None = None,
 ) -> Api:
-    """An Api over the same database whose refunds go through a Troubled sandbox."""
-    gateway = Troubled(container.gateways.for_payment("sandbox"), failure, reached=reached)
-    gateways = Gateways(FailoverGateway([gateway], container.clock))
-    service = RefundService(
-        container.db, gateways, clock or container.clock, container.audit, container.payments
+    """An Api over the same database (another instance) whose refunds go through a Troubled
+    sandbox."""
+    troubled = build_container(
+        container.settings,
+        clock=clock or container.clock,
+        wrap_gateway=lambda gateway: Troubled(gateway, failure, reached=reached),
     )
-    app = create_app(dataclasses.replace(container, refunds=service), own_container=False)
-    return Api(await aiohttp_client(app))
+    return Api(await aiohttp_client(create_app(troubled)))
 
 
 @dataclass(frozen=True)
@@ -145,3 +144,17 @@ async def lost_refund(
     pending = await refund(flaky, payment_id, amount=amount)
     assert pending["status"] == "pending"
     return pending
+
+
+async def operation_of(container: Container, refund_id: str) -> str:
+    """The id of the ledger operation that makes a refund."""
+    async with container.db.transaction(write=False) as session:
+        op = await OperationRepository(session).for_refund(refund_id)
+        assert op is not None
+        return op.id
+
+
+def completer_at(container: Container, clock: Clock) -> Completer:
+    """A completer (another instance's, say) that sees time through `clock`."""
+    ledger = Ledger(container.gateways, clock, container.settings.timing)
+    return Completer(container.db, ledger, container.payments, clock)

@@ -17,9 +17,15 @@ from paysvc.gateways.base import (
     GatewayUnavailable,
     OutcomeUnknown,
 )
-from paysvc.refunds.service import RefundService
 from tests.conftest import SERVICE, Api
-from tests.refunds.helpers import assert_books_agree, books, refund, troubled_api
+from tests.refunds.helpers import (
+    assert_books_agree,
+    books,
+    completer_at,
+    operation_of,
+    refund,
+    troubled_api,
+)
 
 
 class StepClock:
@@ -59,9 +65,11 @@ async def test_lost_answer_stays_pending_then_reconciles(
     assert error["error"]["code"] == "amount_exceeds_refundable"
     assert (await refund(api, payment["id"], amount=1499))["status"] == "succeeded"
 
-    settled = await container.refunds.reconcile(pending["id"])
-    assert settled.status == "succeeded"
-    assert (await container.refunds.reconcile(pending["id"])).status == "succeeded"  # once
+    op_id = await operation_of(container, pending["id"])
+    settled = await container.completer.complete(op_id, force=True)
+    assert (settled.status, settled.action) == ("succeeded", "settled by lookup: succeeded")
+    again = await container.completer.complete(op_id, force=True)  # once
+    assert (again.status, again.action) == ("succeeded", "already settled")
     after = await api.get(f"/payments/{payment['id']}")
     assert (after["status"], after["amount_refunded"]) == ("refunded", 1999)
     assert (await api.get(f"/refunds/{pending['id']}"))["status"] == "succeeded"
@@ -76,14 +84,13 @@ async def test_call_that_never_arrived_is_resent_when_stale(
     flaky = await troubled(OutcomeUnknown, reached=False, clock=clock)
     pending = await refund(flaky, payment["id"], amount=700)
     assert pending["status"] == "pending"
-    reconciler = RefundService(
-        container.db, container.gateways, clock, container.audit, container.payments
-    )
-    assert [r.id for r in await reconciler.stale_pending()] == []
-    assert (await reconciler.reconcile(pending["id"])).status == "pending"  # maybe in flight
-    clock.value += dt.timedelta(seconds=61)
-    assert [r.id for r in await reconciler.stale_pending()] == [pending["id"]]
-    assert (await reconciler.reconcile(pending["id"])).status == "succeeded"
+    completer = completer_at(container, clock)
+    assert (await completer.run()).completed == []  # not due: its call may still be running
+    clock.value += container.settings.timing.operation_stale
+    done = (await completer.run()).completed
+    assert [(c.status, c.action) for c in done] == [
+        ("succeeded", "re-sent under the same key (attempt 2)")
+    ]
     after = await api.get(f"/payments/{payment['id']}")
     assert (after["status"], after["amount_refunded"]) == ("partially_refunded", 700)
     assert_books_agree(await books(container, payment["id"]))

@@ -12,9 +12,10 @@ from paysvc.admin.schemas import (
     render_summary,
 )
 from paysvc.admin.service import SummaryQuery
+from paysvc.operations.schemas import render_operation
 from paysvc.payments.schemas import PaymentOut, render_payment
 from paysvc.payments.states import PaymentStatus
-from paysvc.web.io import actor, container, doc, json_response, with_body, with_query
+from paysvc.web.io import actor, container, doc, json_response, list_body, with_body, with_query
 from paysvc.web.keys import BODY, QUERY
 
 routes = web.RouteTableDef()
@@ -41,6 +42,21 @@ async def transactions(request: web.Request) -> web.Response:
         ),
     )
     return json_response(render_summary(summary))
+
+
+@doc(
+    tags=TAG,
+    summary="A payment's gateway operations, oldest first (admin)",
+    description="The money ledger: one operation per gateway call (authorize, charge, capture, "
+    "void, refund), its status (pending, requires_action, succeeded, failed, unknown), attempts "
+    "and last error.",
+)
+@routes.get("/admin/payments/{id}/operations")
+async def payment_operations(request: web.Request) -> web.Response:
+    operations = await container(request).payments.operations(
+        actor(request), request.match_info["id"]
+    )
+    return json_response(list_body([render_operation(op) for op in operations], False))
 
 
 @doc(

@@ -1,7 +1,7 @@
 """3-D Secure: requires_action holds the order, next_action, the sandbox's challenges
 
-Revision ID: 0006_3ds
-Revises: 0004
+Revision ID: 0008_3ds
+Revises: 0007
 Create Date: 2026-12-03 13:20:00
 """
 
@@ -12,18 +12,15 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_3ds"
-down_revision: str | Sequence[str] | None = "0004"
+revision: str = "0008_3ds"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_OLD_HOLD = (
-    "status IN ('authorized', 'captured', 'partially_refunded', 'processing') "
-    "OR pending_operation = 'confirm'"
-)
+_OLD_HOLD = "status IN ('authorized', 'captured', 'partially_refunded', 'processing')"
 _NEW_HOLD = (
     "status IN ('authorized', 'captured', 'partially_refunded', 'processing', "
-    "'requires_action') OR pending_operation = 'confirm'"
+    "'requires_action')"
 )
 
 

@@ -1,0 +1,130 @@
+"""All SQL about operations."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paysvc.operations.models import Operation
+from paysvc.operations.states import CONFIRMS, OPEN, OperationStatus
+from paysvc.payments.models import Payment
+from paysvc.payments.states import LIVE
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStats:
+    pending: int
+    unknown: int
+    oldest_open: dt.datetime | None
+
+
+class OperationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, op: Operation) -> None:
+        self.session.add(op)
+
+    async def get(self, op_id: str, *, for_update: bool = False) -> Operation | None:
+        query = select(Operation).where(Operation.id == op_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query.execution_options(populate_existing=True))).first()
+
+    async def for_payment(self, payment_id: str) -> Sequence[Operation]:
+        """Oldest first."""
+        query = (
+            select(Operation)
+            .where(Operation.payment_id == payment_id)
+            .order_by(Operation.created_at, Operation.id)
+        )
+        return list(await self.session.scalars(query))
+
+    async def open_for_payment(self, payment_id: str) -> Sequence[Operation]:
+        query = (
+            select(Operation)
+            .where(Operation.payment_id == payment_id, Operation.status.in_(sorted(OPEN)))
+            .order_by(Operation.created_at, Operation.id)
+            .execution_options(populate_existing=True)
+        )
+        return list(await self.session.scalars(query))
+
+    async def for_refund(self, refund_id: str, *, for_update: bool = False) -> Operation | None:
+        query = select(Operation).where(Operation.refund_id == refund_id).limit(1)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query.execution_options(populate_existing=True))).first()
+
+    async def order_is_held(self, order_id: str, *, other_than: str) -> bool:
+        """Another payment of the order is live, or has a confirm the gateway may still take."""
+        open_confirm = (
+            select(Operation.id)
+            .where(
+                Operation.payment_id == Payment.id,
+                Operation.kind.in_(sorted(CONFIRMS)),
+                Operation.status.in_(sorted(OPEN)),
+            )
+            .exists()
+        )
+        query = select(Payment.id).where(
+            Payment.order_id == order_id,
+            Payment.id != other_than,
+            or_(Payment.status.in_(sorted(LIVE)), open_confirm),
+        )
+        return (await self.session.scalars(query.limit(1))).first() is not None
+
+    async def due(self, before: dt.datetime | None, *, limit: int) -> Sequence[str]:
+        """Pending operations, and those waiting for the customer (3-D Secure), whose next
+        check is due by `before` (None: all), oldest first."""
+        query = select(Operation.id).where(
+            Operation.status.in_((OperationStatus.PENDING, OperationStatus.REQUIRES_ACTION))
+        )
+        if before is not None:
+            query = query.where(Operation.next_check_at <= before)
+        query = query.order_by(Operation.next_check_at, Operation.id).limit(limit)
+        return list(await self.session.scalars(query))
+
+    async def with_status(self, status: OperationStatus, *, limit: int) -> Sequence[Operation]:
+        query = (
+            select(Operation)
+            .where(Operation.status == status)
+            .order_by(Operation.created_at, Operation.id)
+            .limit(limit)
+        )
+        return list(await self.session.scalars(query))
+
+    async def stats(self) -> LedgerStats:
+        rows = await self.session.execute(
+            select(Operation.status, func.count())
+            .where(Operation.status.in_(sorted(OPEN)))
+            .group_by(Operation.status)
+        )
+        counts = {status: count for status, count in rows.all()}
+        oldest = await self.session.scalar(
+            select(func.min(Operation.created_at)).where(Operation.status.in_(sorted(OPEN)))
+        )
+        return LedgerStats(
+            pending=int(counts.get(OperationStatus.PENDING, 0)),
+            unknown=int(counts.get(OperationStatus.UNKNOWN, 0)),
+            oldest_open=oldest,
+        )
+
+    async def charged_twice(self, *, limit: int) -> Sequence[tuple[Operation, Payment]]:
+        """Succeeded charge operations whose payment could not take the money (its order was
+        already paid by another payment): money to give back."""
+        query = (
+            select(Operation, Payment)
+            .join(Payment, Payment.id == Operation.payment_id)
+            .where(
+                Operation.kind.in_(sorted(CONFIRMS)),
+                Operation.status == OperationStatus.SUCCEEDED,
+                Payment.status.not_in(sorted(LIVE | {"refunded", "cancelled"})),
+            )
+            .order_by(Operation.created_at, Operation.id)
+            .limit(limit)
+        )
+        return list((await self.session.execute(query)).tuples())
