@@ -387,11 +387,7 @@ class PaymentService:
         async def begin(session: AsyncSession) -> Payment | Call:
             nonlocal refund_instead
             payment = await self.load(session, actor, payment_id, for_update=True)
-            ops = OperationRepository(session)
-            # A charge waiting for the customer's authentication is what a cancel ends.
-            await self._no_open_operation(
-                ops, payment, allow=await self._awaiting_customer(ops, payment)
-            )
+            await self._no_open_operation(OperationRepository(session), payment)
             if refund_if_captured and payment.status in REFUNDABLE and self.refund_remainder:
                 refund_instead = True
                 return payment
@@ -444,11 +440,11 @@ class PaymentService:
             raise gateway_failure(outcome)
         return payment
 
-    async def _no_open_operation(
-        self, ops: OperationRepository, payment: Payment, *, allow: Operation | None = None
-    ) -> None:
+    async def _no_open_operation(self, ops: OperationRepository, payment: Payment) -> None:
+        """409 while a capture, void or confirm is at the gateway. A charge waiting for the
+        customer (3-D Secure) is not in progress: the payment's status says what may follow."""
         for op in await ops.open_for_payment(payment.id):
-            if op.kind != K.REFUND and op is not allow:
+            if op.kind != K.REFUND and op.status != OS.REQUIRES_ACTION:
                 raise in_progress_error(op.kind)
 
     async def settle_operation(

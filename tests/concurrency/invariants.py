@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 
 from paysvc.bootstrap import Container
 from paysvc.gateways.sandbox import SandboxCharge, SandboxRefund
+from paysvc.operations.models import Operation
 from paysvc.payments.models import Payment
 from paysvc.payments.states import LIVE
 from paysvc.refunds.models import Refund
@@ -27,13 +28,19 @@ async def assert_money_invariants(container: Container) -> None:
     payments = {p.id: p for p in await rows(container, Payment)}
     charges = await rows(container, SandboxCharge)
     ledger_refunds = await rows(container, SandboxRefund)
+    ops_of: defaultdict[str, list[Operation]] = defaultdict(list)
+    for op in await rows(container, Operation):
+        ops_of[op.payment_id].append(op)
     refunds_of: defaultdict[str, list[Refund]] = defaultdict(list)
     for refund in await rows(container, Refund):
         refunds_of[refund.payment_id].append(refund)
 
     for p in payments.values():
         assert 0 <= p.amount_refunded <= p.amount_captured <= p.amount, p.id
-        assert p.pending_operation is None, (p.id, p.pending_operation)
+        # Every operation settled, but the confirm of a payment still `processing`.
+        for op in ops_of[p.id]:
+            settled = op.status in ("succeeded", "failed")
+            assert settled or (p.status == "processing" and op.kind == "charge"), (p.id, op.id)
         mine = refunds_of[p.id]
         succeeded = sum(r.amount for r in mine if r.status == "succeeded")
         pending = sum(r.amount for r in mine if r.status == "pending")
