@@ -14,9 +14,17 @@ from paysvc.gateways.base import GatewayPayment
 from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.operations.models import Operation
 from paysvc.web.app import create_app
-from tests.conftest import ADMIN, Api
+from tests.conftest import ADMIN, CUSTOMER, Api
+from tests.operations.test_ledger_cases import fail_storing_once
 from tests.support import ManualClock, rows
-from tests.threeds.helpers import charges, page_path, requires_action, status_changes
+from tests.threeds.helpers import (
+    RETURN_URL,
+    THREE_DS,
+    charges,
+    page_path,
+    requires_action,
+    status_changes,
+)
 
 
 @pytest.fixture
@@ -153,3 +161,27 @@ async def test_an_answer_on_the_last_day_still_wins(
     await timed.reconcile.run_once()
     authorized = await api.get(f"/payments/{payment['id']}")
     assert authorized["status"] == "authorized" and authorized["amount_capturable"] == 1999
+
+
+async def test_a_retried_confirm_whose_answer_was_lost_answers_requires_action(
+    api: Api, timed: Container, clock: ManualClock
+) -> None:
+    """The first confirm's response could not be stored (the instance died): the retry with
+    the same Idempotency-Key re-attaches to the charge operation and answers what the first
+    attempt would have — requires_action with its next_action — without charging again."""
+    created = await api.create()
+    path = f"/payments/{created['id']}/confirm"
+    body = {"payment_method": THREE_DS, "return_url": RETURN_URL}
+    headers = {**CUSTOMER, "Idempotency-Key": "confirm-3ds"}
+    fail_storing_once(timed)
+    first = await api.post(path, body, headers)
+    assert first["status"] == "requires_action"
+    clock.advance(timed.settings.timing.idempotency_takeover.total_seconds() + 1)
+    retried = await api.client.post(path, json=body, headers=headers)
+    assert retried.status == 200
+    assert retried.headers.get("Idempotent-Replayed") == "true"
+    answer = await retried.json()
+    assert answer["status"] == "requires_action"
+    assert answer["next_action"] == first["next_action"]
+    assert len(await charges(timed, created["id"])) == 1
+    assert (await charge_op(timed, created["id"])).attempts == 1
