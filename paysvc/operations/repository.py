@@ -104,8 +104,10 @@ class OperationRepository:
             .group_by(Operation.status)
         )
         counts = {status: count for status, count in rows.all()}
+        # A charge waiting for the customer (3-D Secure) is not stuck: not counted here.
+        stuck = (OperationStatus.PENDING, OperationStatus.UNKNOWN)
         oldest = await self.session.scalar(
-            select(func.min(Operation.created_at)).where(Operation.status.in_(sorted(OPEN)))
+            select(func.min(Operation.created_at)).where(Operation.status.in_(stuck))
         )
         return LedgerStats(
             pending=int(counts.get(OperationStatus.PENDING, 0)),
