@@ -588,6 +588,12 @@ class PaymentService:
             if settled != OS.PENDING:
                 op.gateway_reference = op.gateway_reference or truth.reference
                 self.settle_op(op, settled)
+            elif (
+                op.status == OS.REQUIRES_ACTION and truth.status == GatewayPaymentStatus.PROCESSING
+            ):
+                # Authenticated; the gateway is still deciding: an ordinary pending operation.
+                self.settle_op(op, OS.PENDING)
+                op.next_check_at = self.clock.now() + self.ledger.timing.operation_stale
         return changed
 
     def _move_to(
