@@ -199,7 +199,7 @@ class Completer:
         if self.ledger.abandoned(op):
             if not apply:
                 return done(op.status, "abandoned by the customer: cancel the payment")
-            payment = await self.payments.cancel(actor, op.payment_id, "abandoned")
+            payment = await self.payments.abandon(actor, op.payment_id)
             return done(OS.FAILED, f"abandoned by the customer: payment {payment.status}")
         if apply:
             await self._postpone_action(op.id)

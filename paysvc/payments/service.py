@@ -420,6 +420,30 @@ class PaymentService:
                 f"The payment became {settled.status} before it could be cancelled"
             ) from None
 
+    async def abandon(self, actor: Actor, payment_id: str) -> Payment:
+        """The customer never finished authenticating (the completer, after a day): void the
+        gateway's intent and release the order. A `requires_action` payment ends `cancelled`
+        (reason `abandoned`); one still `processing` (its confirm's answer was lost, so the
+        customer never saw the page) ends `failed`. Nothing to do once the charge settled."""
+
+        async def begin(session: AsyncSession) -> Call | None:
+            payment = await self._locked(session, payment_id)
+            ops = OperationRepository(session)
+            charge = await self._awaiting_customer(ops, payment)
+            if charge is None or payment.status not in (S.REQUIRES_ACTION, S.PROCESSING):
+                return None  # settled meanwhile
+            await self._no_open_operation(ops, payment)
+            payment.gateway_reference = payment.gateway_reference or charge.gateway_reference
+            if payment.status == S.REQUIRES_ACTION:
+                payment.cancellation_reason = "abandoned"
+            op = self.ledger.open(session, payment, K.VOID, 0)
+            return self.ledger.call_for(payment, op)
+
+        call = await self.db.run(begin)
+        if call is None:
+            return await self.get(actor, payment_id)
+        return await self._run_operation(actor, call, reason="abandoned")
+
     # -- shared machinery ----------------------------------------------------------------
 
     async def _run_operation(self, actor: Actor, call: Call, *, reason: str) -> Payment:

@@ -14,7 +14,8 @@ from paysvc.gateways.base import GatewayPayment
 from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.operations.models import Operation
 from paysvc.web.app import create_app
-from tests.conftest import ADMIN, CUSTOMER, Api
+from tests.conftest import ADMIN, CUSTOMER, Api, make_settings
+from tests.faults import Fault, faulty_container
 from tests.operations.test_ledger_cases import fail_storing_once
 from tests.support import ManualClock, rows
 from tests.threeds.helpers import (
@@ -185,3 +186,33 @@ async def test_a_retried_confirm_whose_answer_was_lost_answers_requires_action(
     assert answer["next_action"] == first["next_action"]
     assert len(await charges(timed, created["id"])) == 1
     assert (await charge_op(timed, created["id"])).attempts == 1
+
+
+async def test_a_lost_answer_never_shown_to_the_customer_is_voided_after_a_day(
+    database_url: str, aiohttp_client: Callable[..., Any]
+) -> None:
+    """The confirm's answer (requires_action) was lost: the payment is `processing` and the
+    customer never saw the page. The completer finds the charge waiting for authentication;
+    after a day it voids it: the payment fails, nothing was taken, the order is free."""
+    clock = ManualClock()
+    container, faulty = faulty_container(make_settings(database_url), clock)
+    api = Api(await aiohttp_client(create_app(container)))
+    faulty.plan("charge", Fault.LOSE_ANSWER)
+    created = await api.create()
+    body = {"payment_method": THREE_DS, "return_url": RETURN_URL}
+    lost = await api.post(f"/payments/{created['id']}/confirm", body, status=202)
+    assert lost["status"] == "processing"
+    await container.reconcile.run_once()  # looks the lost answer up: waiting for the customer
+    assert (await charge_op(container, created["id"])).status == "requires_action"
+    assert (await api.get(f"/payments/{created['id']}"))["status"] == "processing"
+    clock.advance(24 * 3600 + 60)
+    report = await container.reconcile.run_once()
+    assert report.errors == []
+    failed = await api.get(f"/payments/{created['id']}")
+    assert failed["status"] == "failed" and failed["amount_captured"] == 0
+    (charge,) = await charges(container, created["id"])
+    assert charge.status == "canceled"
+    ops = await rows(container, Operation, Operation.payment_id == created["id"])
+    assert sorted((o.kind, o.status) for o in ops) == [("charge", "failed"), ("void", "succeeded")]
+    assert (await api.paid(order_id=created["order_id"]))["status"] == "captured"
+    await faulty.land()
