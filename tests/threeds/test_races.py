@@ -15,9 +15,11 @@ from aiohttp.test_utils import TestClient
 from paysvc.bootstrap import Container
 from paysvc.config import Settings
 from paysvc.gateways.sandbox import SandboxGateway
+from paysvc.operations.models import Operation
 from tests.concurrency.invariants import assert_money_invariants
 from tests.conftest import CUSTOMER, Api, make_settings
 from tests.stripe_events import WEBHOOK_SECRET, deliver, event, intent
+from tests.support import rows
 from tests.threeds.helpers import charges, page_path, requires_action, status_changes
 
 ROUNDS = 3
@@ -63,9 +65,11 @@ async def test_reconfirms_webhook_and_completer_settle_once(
                 error=error,
             ),
         )
+        (op,) = await rows(container, Operation, Operation.payment_id == payment["id"])
         results = await asyncio.gather(
             *(_reconfirm(api.client, payment["id"]) for _ in range(4)),
             deliver(api.client, webhook),
+            container.reconcile.completer.complete(op.id, force=True),
             container.reconcile.run(dt.timedelta(hours=1), apply=True),
         )
         target = "captured" if passed else "failed"
@@ -80,6 +84,8 @@ async def test_reconfirms_webhook_and_completer_settle_once(
         assert set(reconfirms) <= ({200, 409} if passed else {402, 409})
         (charge,) = await charges(container, payment["id"])  # one charge, never a second
         assert charge.status == ("captured" if passed else "failed")
+        (op,) = await rows(container, Operation, Operation.payment_id == payment["id"])
+        assert (op.status, op.attempts) == ("succeeded" if passed else "failed", 1)
     await assert_money_invariants(container)
 
 
