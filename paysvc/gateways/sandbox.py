@@ -88,7 +88,6 @@ class Challenge:
     """What the authentication page shows, and where it sends the browser afterwards."""
 
     payment_id: str
-    reference: str
     amount: int
     currency: str
     return_url: str | None
@@ -452,7 +451,6 @@ class SandboxGateway:
 def _challenge(authentication: SandboxAuthentication, charge: SandboxCharge) -> Challenge:
     return Challenge(
         payment_id=charge.payment_id,
-        reference=charge.reference,
         amount=charge.amount,
         currency=charge.currency,
         return_url=authentication.return_url,

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from asyncio.subprocess import Process
 from pathlib import Path
 
@@ -103,6 +104,9 @@ async def test_one_request_over_https(certificate: tuple[str, str], container: C
         await server.close()
 
 
+READY_DEADLINE = 90.0  # seconds: a loaded machine starts (and migrates) slowly; we poll
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -111,8 +115,9 @@ def free_port() -> int:
 
 
 async def wait_until_up(url: str, context: ssl.SSLContext, process: Process) -> None:
+    deadline = time.monotonic() + READY_DEADLINE
     async with aiohttp.ClientSession() as session:
-        for _ in range(200):
+        while time.monotonic() < deadline:
             assert process.returncode is None, "paysvc serve exited"
             try:
                 async with session.get(url, ssl=context) as response:
