@@ -38,13 +38,17 @@ calls nothing was planned for, e.g. a seeded random choice in a simulation):
 
 `lookup_lag = N` makes the next N lookups answer "absent" (lagging search index).
 
+`after(method, hook)` runs `await hook()` once, right after the next call of `method` did its
+work and before it answers (crash the caller's world there: cut the database, cancel a task).
+
 Forgetting keys: `window` (default 24 h) is the gateway's idempotency window. A key first used
 more than `window` ago (by `clock`) is forgotten: a later call with it executes again, as a new
 request — exactly the danger the ledger's `unknown` status guards against. `forgotten` counts
 such re-executions.
 
-`calls` records every call as `(method, key or reference, fault or None)`; `land()` awaits the
-late work; `pending_late` tells whether some is still waiting.
+`calls` records every call as `(method, key or reference, fault or None)`; `await called(method,
+n)` waits for the n-th call; `land()` awaits the late work; `pending_late` tells whether some is
+still waiting.
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ class FaultyGateway:
         self._generation: dict[str, int] = {}
         self._gate = asyncio.Event()
         self._late: set[asyncio.Task[Any]] = set()
+        self._after: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._new_call = asyncio.Event()
 
     # -- knobs ---------------------------------------------------------------------------
 
@@ -126,6 +132,10 @@ class FaultyGateway:
         else:
             self._always[method] = fault
 
+    def after(self, method: str, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run `hook` once, after the next `method` call did its work, before it answers."""
+        self._after[method] = hook
+
     async def land(self) -> None:
         """Let the late work land, and wait until it has."""
         self._gate.set()
@@ -136,6 +146,16 @@ class FaultyGateway:
     @property
     def pending_late(self) -> bool:
         return bool(self._late)
+
+    async def called(self, method: str, times: int = 1) -> None:
+        """Wait until `method` has been called `times` times (no polling)."""
+        while self.count(method) < times:
+            self._new_call.clear()
+            await self._new_call.wait()
+
+    def _record(self, method: str, subject: str, fault: Fault | None) -> None:
+        self.calls.append((method, subject, fault))
+        self._new_call.set()
 
     def count(self, method: str) -> int:
         return sum(1 for name, _, _ in self.calls if name == method)
@@ -223,9 +243,13 @@ class FaultyGateway:
 
     async def _mutate(self, method: str, key: str, work: Callable[[], Awaitable[T]]) -> T:
         fault = self._next_fault(method, key)
-        self.calls.append((method, key, fault))
+        self._record(method, key, fault)
         if fault is None:
-            return await work()
+            answer = await work()
+            hook = self._after.pop(method, None)
+            if hook is not None:
+                await hook()
+            return answer
         if fault is Fault.HANG:
             await asyncio.Event().wait()
         if fault is Fault.LAND_LATE:
@@ -259,7 +283,7 @@ class FaultyGateway:
     async def _lookup_fault(self, method: str, subject: str) -> bool:
         """True when the lookup must answer "absent"; raises for an unanswerable one."""
         fault = self._next_fault(method, subject)
-        self.calls.append((method, subject, fault))
+        self._record(method, subject, fault)
         if self.lookup_lag > 0:
             self.lookup_lag -= 1
             return True

@@ -200,3 +200,36 @@ def test_serve_with_a_bad_setting_exits_1_with_one_line(
     assert variable in lines[0]
     assert result.stdout == ""
     assert not (tmp_path / "paysvc.db").exists()  # stopped before touching the database
+
+
+def test_ledger_timing_comes_from_one_setting_in_order(tmp_path: Path) -> None:
+    timing = Settings.from_env(env(tmp_path)).timing
+    seconds = [
+        t.total_seconds()
+        for t in (
+            timing.gateway_timeout,
+            timing.operation_stale,
+            timing.idempotency_takeover,
+            timing.stuck_after,
+        )
+    ]
+    assert seconds == [20, 45, 60, 90]
+    scaled = Settings.from_env(env(tmp_path, OPERATION_STALE_SECONDS="90")).timing
+    assert scaled.idempotency_takeover.total_seconds() == 120
+    assert scaled.stuck_after.total_seconds() == 180
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"STRIPE_TIMEOUT_SECONDS": "60"},  # longer than the default stale window (45 s)
+        {"OPERATION_STALE_SECONDS": "20"},  # not longer than the default gateway timeout
+    ],
+)
+def test_a_gateway_timeout_not_below_the_stale_window_refuses_to_start(
+    tmp_path: Path, overrides: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env(tmp_path, **overrides))
+    assert caught.value.variable == "STRIPE_TIMEOUT_SECONDS"
+    assert "OPERATION_STALE_SECONDS" in str(caught.value)

@@ -17,6 +17,7 @@ from paysvc.clock import Clock
 from paysvc.db.engine import Database
 from paysvc.errors import InvalidRequest, PermissionDenied, StateConflict
 from paysvc.operations.repository import OperationRepository
+from paysvc.operations.states import OperationStatus
 from paysvc.payments.models import Payment
 from paysvc.payments.service import PaymentService, in_progress_error, order_already_paid_error
 from paysvc.payments.states import LIVE, PaymentStatus, check_transition
@@ -112,8 +113,14 @@ class AdminService:
             payment = await self.payments.load(session, actor, payment_id, for_update=True)
             ops = OperationRepository(session)
             for op in await ops.open_for_payment(payment.id):
-                raise in_progress_error(op.kind)
+                if op.status != OperationStatus.UNKNOWN:  # unknown: the human decides
+                    raise in_progress_error(op.kind)
             previous = S(payment.status)
+            if previous == S.REFUNDED or (previous, target) == (S.PARTIALLY_REFUNDED, S.CAPTURED):
+                # Only the gateway reverses a refund (a reversal), never a correction.
+                raise StateConflict(
+                    f"Cannot move a payment from {previous} to {target}", param="status"
+                )
             check_transition(previous, target)
             if target == S.REQUIRES_ACTION:
                 raise StateConflict(

@@ -145,7 +145,9 @@ class Completer:
         if found is not None and self._decides(op.kind, found):
             if not apply:
                 return done(op.status, f"settle: the gateway reports {_status_of(found)}")
-            settled = await self._settle(op_id, found, actor, reason="completed by lookup")
+            settled, changed = await self._settle(op_id, found, actor, reason="completed by lookup")
+            if not changed:
+                return done(settled.status, "settled meanwhile")
             return done(settled.status, f"settled by lookup: {_status_of(found)}")
         if op.status == OS.PENDING and not due:
             return done(op.status, "not due yet")
@@ -171,7 +173,7 @@ class Completer:
         if resend is None:
             return done(op.status, "settled meanwhile")
         outcome = await self.ledger.send(resend)
-        settled = await self._settle(op_id, outcome, actor, reason="completed by re-send")
+        settled, _ = await self._settle(op_id, outcome, actor, reason="completed by re-send")
         return done(settled.status, f"re-sent under the same key (attempt {resend.attempts})")
 
     async def _check_action(
@@ -311,14 +313,19 @@ class Completer:
 
     async def _settle(
         self, op_id: str, outcome: Outcome, actor: Actor, *, reason: str
-    ) -> Operation:
-        async def work(session: AsyncSession) -> Operation:
+    ) -> tuple[Operation, bool]:
+        """Settle under the payment's lock; False when someone else settled it first."""
+
+        async def work(session: AsyncSession) -> tuple[Operation, bool]:
+            locked, _ = await self._locked(session, op_id)
+            if locked.status not in (OS.PENDING, OS.UNKNOWN):
+                return locked, False
             _, op = await self.payments.settle_operation(
                 session, op_id, outcome, actor, reason=reason
             )
             if op.status == OS.PENDING:  # still undecided: ask again after the stale window
                 op.next_check_at = self.clock.now() + self.ledger.timing.operation_stale
-            return op
+            return op, True
 
         return await self.db.run(work)
 

@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from paysvc.bootstrap import Container
 from paysvc.gateways.sandbox import SandboxCharge
+from paysvc.operations.models import Operation
 from paysvc.payments.models import Payment
 from tests.admin.conftest import audit_of, history, put_status
 from tests.conftest import ADMIN, CUSTOMER, SERVICE, Api
@@ -85,6 +86,8 @@ async def test_allowed_correction(
     api: Api, container: Container, start: str, target: str, after: tuple[int, int, int]
 ) -> None:
     payment = await make(api, start)
+    if start == "processing":
+        await past_the_window(container, payment["id"])
     before_ledger = await ledger(container)
     events_before = len(await history(container, payment["id"]))
 
@@ -142,6 +145,8 @@ async def test_refused_correction_changes_nothing(
     api: Api, container: Container, start: str, target: str, code: str
 ) -> None:
     payment = await make(api, start)
+    if start == "processing":
+        await past_the_window(container, payment["id"])
     events_before = len(await history(container, payment["id"]))
     error = (await put_status(api, payment["id"], target, expect=409))["error"]
     assert (error["type"], error["code"], error["param"]) == ("state_conflict", code, "status")
@@ -178,21 +183,26 @@ async def test_a_capture_the_gateway_never_made_cannot_be_refunded(api: Api) -> 
     assert (await api.get(f"/payments/{payment['id']}/refunds", ADMIN))["data"] == []
 
 
-async def test_operation_in_flight_is_409(api: Api, container: Container) -> None:
-    payment = await make(api, "authorized")
+async def past_the_window(container: Container, payment_id: str) -> None:
+    """A processing payment whose charge got no answer inside the gateway's window: `unknown`,
+    for a human to decide."""
 
-    async def in_flight(session: Any) -> None:  # what a capture between its phases leaves
+    async def give_up(session: Any) -> None:
         await session.execute(
-            update(Payment)
-            .where(Payment.id == payment["id"])
-            .values(pending_operation="capture", pending_since=container.clock.now())
+            update(Operation).where(Operation.payment_id == payment_id).values(status="unknown")
         )
 
-    await container.db.run(in_flight)
-    for target in ("captured", "cancelled"):
+    await container.db.run(give_up)
+
+
+async def test_operation_in_flight_is_409(api: Api, container: Container) -> None:
+    payment = await make(api, "processing")  # its charge is pending in the ledger
+    for target in ("captured", "failed"):
         error = (await put_status(api, payment["id"], target, expect=409))["error"]
         assert (error["type"], error["code"]) == ("state_conflict", "operation_in_progress")
-    assert (await api.get(f"/payments/{payment['id']}"))["status"] == "authorized"
+    assert (await api.get(f"/payments/{payment['id']}"))["status"] == "processing"
+    await past_the_window(container, payment["id"])
+    assert (await put_status(api, payment["id"], "failed"))["status"] == "failed"
 
 
 async def test_an_order_is_never_held_twice(api: Api) -> None:

@@ -149,10 +149,14 @@ async def test_payments_show(seeded: dict[str, Any], database_url: str) -> None:
     payment = seeded["captured"]
     as_json = await apaysvc(database_url, "payments", "show", payment["id"], "--json")
     assert as_json.exit_code == 0
-    assert json.loads(as_json.stdout) == payment
+    shown = json.loads(as_json.stdout)
+    [charge] = shown.pop("operations")  # the money ledger, oldest first
+    assert shown == payment
+    assert (charge["kind"], charge["status"], charge["amount"]) == ("charge", "succeeded", 1999)
     table = await apaysvc(database_url, "payments", "show", payment["id"])
     assert table.exit_code == 0
     assert payment["id"] in table.stdout and "captured" in table.stdout
+    assert charge["id"] in table.stdout and "succeeded" in table.stdout
 
 
 def test_payments_show_missing_is_exit_1_with_one_line(database_url: str) -> None:

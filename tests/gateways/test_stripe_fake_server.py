@@ -400,6 +400,31 @@ async def test_idempotency_key_in_use_is_unknown(
         await fake_gateway.charge(charge_request())
 
 
+async def test_idempotency_error_is_unknown_never_rejected(
+    fake_stripe: FakeStripe, fake_gateway: StripeGateway
+) -> None:
+    """Stripe's IdempotencyError says the key *was* used: whatever it did may have happened
+    (issue 9, case 7). Settled by lookup, never treated as "nothing happened"."""
+    body, status = stripe_error(400, type="idempotency_error", code=None)
+    fake_stripe.reply("POST", "/v1/refunds", body, status)
+
+    with pytest.raises(OutcomeUnknown, match="idempotency key already used"):
+        await fake_gateway.refund(
+            RefundRequest("re_1", "pi_fake123", 500, "usd", None, idempotency_key="op_1")
+        )
+
+
+async def test_capture_answer_without_the_captured_amount_records_what_was_asked(
+    fake_stripe: FakeStripe, fake_gateway: StripeGateway
+) -> None:
+    answer = intent_json(amount=1000, amount_capturable=0)
+    del answer["amount_received"]
+    fake_stripe.reply("POST", f"{PI}/pi_fake123/capture", answer)
+
+    payment = await fake_gateway.capture("pi_fake123", 600, "op_capture")
+    assert (payment.status, payment.amount_captured) == (GatewayPaymentStatus.CAPTURED, 600)
+
+
 async def test_connection_refused_is_unavailable() -> None:
     gateway = StripeGateway(TEST_KEY, api_base=f"http://127.0.0.1:{free_port()}")
     try:

@@ -1,5 +1,6 @@
-"""A request that crashed while holding its key: the retry takes the key over once it is stale
-and resumes the payment from its recovery point, charging exactly once."""
+"""A request that crashed while holding its key: once the key is stale, the retry re-attaches to
+the operation the first attempt recorded, which the completer finishes (lookup, or re-send under
+the same key): charged exactly once, the handler never run twice."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxCharge, SandboxGateway
 from paysvc.idempotency.models import IdempotencyKey, KeyState
-from paysvc.idempotency.service import Claim, KeyedRequest, fingerprint
-from paysvc.payments.models import Payment
+from paysvc.idempotency.service import CURRENT_CLAIM, Claim, KeyedRequest, fingerprint
+from paysvc.operations.models import Operation
+from paysvc.operations.service import Ledger
 from paysvc.payments.service import PaymentService
 from paysvc.web.app import create_app
 from tests.conftest import CUSTOMER, Api
@@ -62,7 +64,7 @@ async def timed_api(aiohttp_client: Callable[..., Any], timed: Container) -> Api
 
 async def crash_first_attempt(container: Container, payment_id: str, after_charge: bool) -> None:
     """What the first `POST /confirm` with key `retry-me` left behind when the process died:
-    its in-flight key and a payment at its recovery point (pending_operation='confirm')."""
+    its in-flight key, naming the pending charge operation its phase 1 recorded."""
     path = f"/payments/{payment_id}/confirm"
     claim = await container.idempotency.begin(
         KeyedRequest(
@@ -77,14 +79,18 @@ async def crash_first_attempt(container: Container, payment_id: str, after_charg
     sandbox = container.gateways.for_payment("sandbox")
     assert isinstance(sandbox, SandboxGateway)
     crashing = CrashingSandbox(sandbox, after_charge=after_charge)
+    gateways = Gateways(FailoverGateway([crashing], container.clock))
     doomed = PaymentService(
         container.db,
-        Gateways(FailoverGateway([crashing], container.clock)),
+        gateways,
         container.clock,
         container.audit,
+        Ledger(gateways, container.clock, container.settings.timing),
     )
+    CURRENT_CLAIM.set(claim)  # as the middleware does for the request
     with pytest.raises(Crash):
         await doomed.confirm(Actor("17", Role.CUSTOMER), payment_id, "pm_card_visa")
+    CURRENT_CLAIM.set(None)
 
 
 async def retry(client: TestClient[Any, Any], payment_id: str) -> tuple[int, Any, Any]:
@@ -102,8 +108,10 @@ async def test_stale_key_is_taken_over_and_charges_once(
 ) -> None:
     payment = await timed_api.create()
     await crash_first_attempt(timed, payment["id"], after_charge)
-    [stuck] = await rows(timed, Payment, Payment.id == payment["id"])
-    assert stuck.pending_operation == "confirm"
+    [op] = await rows(timed, Operation, Operation.payment_id == payment["id"])
+    assert (op.kind, op.status) == ("charge", "pending")
+    [key] = await rows(timed, IdempotencyKey)
+    assert key.resource_id == op.id
     assert await count(timed, SandboxCharge) == (1 if after_charge else 0)
 
     # While the first attempt may still be running, the key is in use.
@@ -111,14 +119,14 @@ async def test_stale_key_is_taken_over_and_charges_once(
     status, body, _ = await retry(timed_api.client, payment["id"])
     assert (status, body["error"]["code"]) == (409, "idempotency_key_in_use")
 
-    # Past the stale threshold the retry takes over and resumes the same gateway charge.
+    # Past the take-over the retry re-attaches to the same operation: the same gateway key.
     clock.advance(31)
     status, body, headers = await retry(timed_api.client, payment["id"])
     assert (status, body["status"]) == (200, "captured")
-    assert "Idempotent-Replayed" not in headers
+    assert headers["Idempotent-Replayed"] == "true"
     assert await count(timed, SandboxCharge) == 1
     [charge] = await rows(timed, SandboxCharge)
-    assert charge.idempotency_key == f"{payment['id']}-confirm-1"
+    assert charge.idempotency_key == op.id
     assert body["gateway_reference"] == charge.reference
     [record] = await rows(timed, IdempotencyKey)
     assert (record.state, record.response_status) == (KeyState.DONE, 200)

@@ -23,6 +23,7 @@ from tests.refunds.helpers import (
     assert_books_agree,
     books,
     lost_refund,
+    operation_of,
     refund,
     sandbox,
 )
@@ -47,14 +48,15 @@ async def test_cli_reports_a_pending_refund_then_settles_it(
 
     code, report = await cli_json(database_url, "--since", "1h")
     assert code == 3
+    op_id = await operation_of(container, pending["id"])
     assert report["drift"] == [
         {
             "id": pending["id"],
             "object": "refund",
-            "kind": "status",
-            "ours": "pending",
-            "theirs": "succeeded",
-            "action": "move to succeeded",
+            "kind": "stuck_operation",
+            "ours": f"refund {op_id} pending",
+            "theirs": "pending",
+            "action": "settle: the gateway reports succeeded",
             "fixable": True,
             "applied": False,
         }
@@ -83,8 +85,8 @@ async def test_refund_failed_at_the_gateway_fails_ours_and_frees_the_amount(
     assert error["error"]["code"] == "amount_exceeds_refundable"
 
     report = await container.reconcile.run(dt.timedelta(hours=1), apply=True)
-    assert [(i.id, i.ours, i.theirs, i.applied) for i in report.items] == [
-        (pending["id"], "pending", "failed", True)
+    assert [(i.id, i.theirs, i.action, i.applied) for i in report.items] == [
+        (pending["id"], "failed", "settled by lookup: failed", True)
     ]
     failed = await api.get(f"/refunds/{pending['id']}")
     assert (failed["status"], failed["failure_reason"]) == ("failed", "declined")
@@ -97,19 +99,27 @@ async def test_refund_failed_at_the_gateway_fails_ours_and_frees_the_amount(
 async def test_background_reconciler_settles_a_stale_pending_refund(
     aiohttp_client: Factory, database_url: str
 ) -> None:
-    """No client call settles it: the app's own reconciler does, once it is over a minute old."""
+    """No client call settles it: the app's own reconciler does. It looks the refund up at once;
+    the gateway never saw it, so it is re-sent (same key) once older than the stuck age."""
     clock = FakeClock()
     services = build_container(make_settings(database_url, RECONCILE_INTERVAL="0.02"), clock=clock)
     api = Api(await aiohttp_client(create_app(services)))
     payment = await api.paid()
-    pending = await lost_refund(aiohttp_client, services, payment["id"], 900, clock=clock)
+    pending = await lost_refund(
+        aiohttp_client, services, payment["id"], 900, clock=clock, reached=False
+    )
+    op_id = await operation_of(services, pending["id"])
 
     async def status() -> str:
         return (await services.refunds.get(SYSTEM, pending["id"])).status
 
-    await asyncio.sleep(0.1)  # several passes: too recent to be stuck, nobody touches it
+    for _ in range(500):  # a pass looked it up, found nothing, and left it (too young)
+        ops = await services.payments.operations(SYSTEM, payment["id"])
+        if [op.last_error for op in ops if op.id == op_id] == ["no answer yet"]:
+            break
+        await asyncio.sleep(0.02)
     assert await status() == "pending"
-    clock.advance(seconds=61)
+    clock.advance(seconds=services.settings.timing.stuck_after.total_seconds() + 1)
     for _ in range(200):
         if await status() != "pending":
             break
@@ -159,17 +169,14 @@ async def test_refund_the_gateway_never_saw_is_resent_when_stale(
             aiohttp_client, services, payment["id"], 250, reached=False, clock=clock
         )
         report = await services.reconcile.run(dt.timedelta(hours=1), apply=True)
-        assert report.items == []  # within a minute: its request may still be running
-        clock.advance(seconds=61)
-        report = await services.reconcile.run(dt.timedelta(hours=1), apply=True)
-        [item] = report.items
+        [item] = report.items  # its answer was lost: re-sent at once, under the same key
         assert (item.id, item.kind, item.theirs, item.applied) == (
             pending["id"],
-            "missing_at_gateway",
-            "no record",
+            "stuck_operation",
+            "succeeded",
             True,
         )
-        assert item.action == "resend with the same idempotency key (now succeeded)"
+        assert item.action == "re-sent under the same key (attempt 2)"
         assert (await services.reconcile.run(dt.timedelta(hours=1), apply=True)).items == []
     finally:
         await services.close()

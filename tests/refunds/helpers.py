@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,7 @@ async def troubled_api(
     """An Api over the same database (another instance) whose refunds go through a Troubled
     sandbox."""
     troubled = build_container(
-        container.settings,
+        dataclasses.replace(container.settings, reconcile_interval=0),  # no background pass
         clock=clock or container.clock,
         wrap_gateway=lambda gateway: Troubled(gateway, failure, reached=reached),
     )

@@ -266,9 +266,12 @@ async def test_event_with_our_id_settles_an_in_flight_confirm(
     moves = await status_changes(container, payment["id"])
     assert [m[:2] for m in moves] == [("pending", "captured")]
     assert moves[-1][2] == "webhook: payment_intent.succeeded"
-    async with container.db.transaction(write=False) as session:
-        row = await container.payments.load(session, SYSTEM, payment["id"])
-    assert row.pending_operation is None
+    [op] = await container.payments.operations(SYSTEM, payment["id"])
+    assert (op.kind, op.status, op.gateway_reference) == (
+        "charge",
+        "succeeded",
+        payment["gateway_reference"],
+    )
 
 
 async def test_event_for_unknown_payment_waits_until_reconciliation_finds_it(
