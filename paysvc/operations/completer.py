@@ -196,8 +196,10 @@ class Completer:
         if found is not None and classify(op.kind, found) not in (OS.PENDING, OS.REQUIRES_ACTION):
             if not apply:
                 return done(op.status, f"settle: the gateway reports {_status_of(found)}")
-            settled = await self._settle(op.id, found, actor, reason="authentication settled")
-            return done(settled.status, AUTHENTICATED)
+            settled, applied = await self._settle(
+                op.id, found, actor, reason="authentication settled"
+            )
+            return done(settled.status, AUTHENTICATED if applied else "settled meanwhile")
         if self.ledger.abandoned(op):
             if not apply:
                 return done(op.status, "abandoned by the customer: cancel the payment")
@@ -318,7 +320,7 @@ class Completer:
 
         async def work(session: AsyncSession) -> tuple[Operation, bool]:
             locked, _ = await self._locked(session, op_id)
-            if locked.status not in (OS.PENDING, OS.UNKNOWN):
+            if locked.status not in (OS.PENDING, OS.REQUIRES_ACTION, OS.UNKNOWN):
                 return locked, False
             _, op = await self.payments.settle_operation(
                 session, op_id, outcome, actor, reason=reason
