@@ -37,6 +37,7 @@ BAD: list[tuple[dict[str, str], str]] = [
     ({"AUTH_SERVICE_URL": "localhost:8001"}, "AUTH_SERVICE_URL"),
     ({"ORDER_SERVICE_URL": "ftp://orders"}, "ORDER_SERVICE_URL"),
     ({"NOTIFICATION_SERVICE_URL": "nope"}, "NOTIFICATION_SERVICE_URL"),
+    ({"PUBLIC_URL": "shop.example.com"}, "PUBLIC_URL"),
     ({"PAYMENT_GATEWAY": "paypal"}, "PAYMENT_GATEWAY"),
     ({"PAYMENT_GATEWAY": "sandbox,sandbox"}, "PAYMENT_GATEWAY"),
     ({"PAYMENT_GATEWAY": "stripe"}, "STRIPE_SECRET_KEY"),
@@ -233,3 +234,9 @@ def test_a_gateway_timeout_not_below_the_stale_window_refuses_to_start(
         Settings.from_env(env(tmp_path, **overrides))
     assert caught.value.variable == "STRIPE_TIMEOUT_SECONDS"
     assert "OPERATION_STALE_SECONDS" in str(caught.value)
+
+
+def test_public_url_follows_port_and_tls_unless_set(tmp_path: Path) -> None:
+    assert Settings.from_env(env(tmp_path, PORT="9000")).public_url == "http://localhost:9000"
+    explicit = Settings.from_env(env(tmp_path, PUBLIC_URL="https://pay.example.com/"))
+    assert explicit.public_url == "https://pay.example.com"
