@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import stripe
@@ -35,55 +35,40 @@ from paysvc.gateways.base import (
     REFUND_ID_KEY,
     STRIPE_IDEMPOTENCY_WINDOW,
     CardDeclined,
-    CardDetails,
     ChargeRequest,
     Decline,
     GatewayError,
     GatewayPayment,
     GatewayPaymentStatus,
     GatewayRefund,
-    GatewayRefundStatus,
     GatewayRejected,
     GatewayUnavailable,
     InvalidPaymentMethod,
     OutcomeUnknown,
     RefundRequest,
 )
-from paysvc.webhooks.stripe_objects import next_action_of
+from paysvc.gateways.stripe_json import (
+    NAME,
+    Json,
+    generic_failure,
+    obj,
+    opt_number,
+    opt_text,
+    payment_of,
+    refund_of,
+    safe,
+    text,
+)
 
 T = TypeVar("T")
-Json = Mapping[str, Any]  # Stripe's JSON, read only through the typed readers below
 
 STRIPE_REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
 SCAN_LIMIT = 1000  # list fallback: how many recent objects find_payment/find_refund look through
 _PAGE = 100
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SECRETS = re.compile(r"\b(?:sk|rk|pk|whsec)_\w+|\d{12,19}")
 
-_STATUS = {
-    "requires_capture": GatewayPaymentStatus.AUTHORIZED,
-    "succeeded": GatewayPaymentStatus.CAPTURED,
-    "canceled": GatewayPaymentStatus.CANCELED,
-    "processing": GatewayPaymentStatus.PROCESSING,
-    # We confirm at creation, so these mean the attempt failed (declined, or authentication
-    # failed: requires_payment_method with last_payment_error).
-    "requires_payment_method": GatewayPaymentStatus.FAILED,
-    "requires_confirmation": GatewayPaymentStatus.FAILED,
-    # The customer must authenticate (3-D Secure): `next_action` says how.
-    "requires_action": GatewayPaymentStatus.REQUIRES_ACTION,
-}
-_REFUND_STATUS = {
-    "pending": GatewayRefundStatus.PENDING,
-    "requires_action": GatewayRefundStatus.PENDING,
-    "succeeded": GatewayRefundStatus.SUCCEEDED,
-    "failed": GatewayRefundStatus.FAILED,
-    "canceled": GatewayRefundStatus.FAILED,
-}
 # What the SDK lets escape: its own errors, and aiohttp's raw ones while it reads a response body.
 _TRANSPORT_ERRORS = (stripe.StripeError, aiohttp.ClientError, TimeoutError)
-
-
-NAME = "stripe"
 
 
 class StripeGateway:
@@ -157,9 +142,9 @@ class StripeGateway:
             if exc.payment is None:  # Stripe puts the PaymentIntent in the error; others may not
                 exc.payment = await self._find_quietly(request.payment_id, exc.decline)
             raise
-        payment = _payment(intent.to_dict())
+        payment = payment_of(intent.to_dict())
         if payment.status is GatewayPaymentStatus.FAILED:
-            raise CardDeclined(payment.decline or _generic_failure(), payment)
+            raise CardDeclined(payment.decline or generic_failure(), payment)
         return payment
 
     async def capture(self, reference: str, amount: int, idempotency_key: str) -> GatewayPayment:
@@ -172,9 +157,9 @@ class StripeGateway:
             ),
         )
         data = intent.to_dict()
-        captured = _payment(data)
+        captured = payment_of(data)
         if (
-            _opt_int(data, "amount_received") is None
+            opt_number(data, "amount_received") is None
             and captured.status is GatewayPaymentStatus.CAPTURED
         ):
             # The answer does not say how much was captured: what we asked for, not the
@@ -189,7 +174,7 @@ class StripeGateway:
                 reference, {"expand": ["payment_method"]}, {"idempotency_key": idempotency_key}
             ),
         )
-        return _payment(intent.to_dict())
+        return payment_of(intent.to_dict())
 
     async def refund(self, request: RefundRequest) -> GatewayRefund:
         params: stripe.params.RefundCreateParams = {
@@ -210,7 +195,7 @@ class StripeGateway:
             if not self._learn_unsupported(exc, "reason"):
                 raise
             return await self.refund(request)
-        return _refund(refund.to_dict())
+        return refund_of(refund.to_dict())
 
     async def retrieve_payment(self, reference: str) -> GatewayPayment:
         intent = await self._call(
@@ -219,7 +204,7 @@ class StripeGateway:
                 reference, {"expand": ["payment_method"]}
             ),
         )
-        return _payment(intent.to_dict())
+        return payment_of(intent.to_dict())
 
     async def find_payment(self, payment_id: str) -> GatewayPayment | None:
         """The PaymentIntent whose metadata names our payment id, if Stripe has one.
@@ -234,13 +219,13 @@ class StripeGateway:
         found = await self._search_intent(payment_id)
         if found is None:
             found = await self._scan_intents(payment_id)
-        return None if found is None else _payment(found)
+        return None if found is None else payment_of(found)
 
     async def retrieve_refund(self, reference: str) -> GatewayRefund:
         refund = await self._call(
             "retrieve_refund", self._client.v1.refunds.retrieve_async(reference)
         )
-        return _refund(refund.to_dict())
+        return refund_of(refund.to_dict())
 
     async def find_refund(self, refund_id: str) -> GatewayRefund | None:
         """Stripe has no refund search: look through the most recent `SCAN_LIMIT` refunds."""
@@ -252,11 +237,11 @@ class StripeGateway:
             page = await self._call("find_refund", self._client.v1.refunds.list_async(params))
             items = [item.to_dict() for item in page.data]
             for item in items:
-                if _obj(item, "metadata").get(REFUND_ID_KEY) == refund_id:
-                    return _refund(item)
+                if obj(item, "metadata").get(REFUND_ID_KEY) == refund_id:
+                    return refund_of(item)
             if not page.has_more or not items:
                 return None
-            starting_after = _str(items[-1], "id")
+            starting_after = text(items[-1], "id")
         return None
 
     async def check_health(self) -> None:
@@ -319,7 +304,7 @@ class StripeGateway:
         except _TRANSPORT_ERRORS as exc:
             raise _translate(exc, "find_payment") from None
         items = [item.to_dict() for item in result.data]
-        return max(items, key=lambda item: _opt_int(item, "created") or 0, default=None)
+        return max(items, key=lambda item: opt_number(item, "created") or 0, default=None)
 
     async def _scan_intents(self, payment_id: str) -> Json | None:
         starting_after: str | None = None
@@ -335,11 +320,11 @@ class StripeGateway:
             )
             items = [item.to_dict() for item in page.data]
             for item in items:
-                if _obj(item, "metadata").get(PAYMENT_ID_KEY) == payment_id:
+                if obj(item, "metadata").get(PAYMENT_ID_KEY) == payment_id:
                     return item
             if not page.has_more or not items:
                 return None
-            starting_after = _str(items[-1], "id")
+            starting_after = text(items[-1], "id")
         return None
 
 
@@ -353,13 +338,13 @@ def _translate(exc: BaseException, operation: str) -> GatewayError:
         where += f", request {exc.request_id})" if exc.request_id else ")"
     if isinstance(exc, stripe.CardError):
         decline = _decline_of(exc)
-        intent = _obj(_error_data(exc), "payment_intent")
-        payment = _payment(intent, decline) if intent else None
+        intent = obj(_error_data(exc), "payment_intent")
+        payment = payment_of(intent, decline) if intent else None
         return CardDeclined(decline, payment)
     if isinstance(exc, stripe.InvalidRequestError):
         if _names_missing_payment_method(exc, operation):
             return InvalidPaymentMethod(f"{where}: no such payment method")
-        return GatewayRejected(f"{where}: {_safe(exc.user_message)}")
+        return GatewayRejected(f"{where}: {safe(exc.user_message)}")
     if isinstance(exc, stripe.IdempotencyError):
         # The key *was* used (a request with it is still running, or ran with other
         # parameters): whatever it did may have taken effect. Settled by lookup, never by
@@ -391,122 +376,11 @@ def _decline_of(exc: stripe.CardError) -> Decline:
     data = _error_data(exc)
     return Decline(
         code=exc.code or "card_declined",
-        decline_code=_opt_str(data, "decline_code"),
-        message=_safe(exc.user_message or "Your card was declined."),
+        decline_code=opt_text(data, "decline_code"),
+        message=safe(exc.user_message or "Your card was declined."),
     )
 
 
 def _error_data(exc: stripe.StripeError) -> Json:
     body = exc.json_body
-    return _obj(body, "error") if isinstance(body, Mapping) else {}
-
-
-def _safe(message: str | None) -> str:
-    return _SECRETS.sub("[redacted]", message or "")[:500]
-
-
-# -- JSON readers ------------------------------------------------------------------------------
-
-
-def _payment(data: Json, decline: Decline | None = None) -> GatewayPayment:
-    status = _STATUS.get(_str(data, "status"), GatewayPaymentStatus.PROCESSING)
-    amount = _int(data, "amount")
-    capturable = _opt_int(data, "amount_capturable")
-    received = _opt_int(data, "amount_received")
-    failed = status is GatewayPaymentStatus.FAILED
-    return GatewayPayment(
-        reference=_str(data, "id"),
-        status=status,
-        amount=amount,
-        amount_capturable=(
-            capturable
-            if capturable is not None
-            else amount
-            if status is GatewayPaymentStatus.AUTHORIZED
-            else 0
-        ),
-        amount_captured=(
-            received
-            if received is not None
-            else amount
-            if status is GatewayPaymentStatus.CAPTURED
-            else 0
-        ),
-        currency=_str(data, "currency").lower(),
-        card=_card(data),
-        decline=(decline or _last_decline(data)) if failed else None,
-        gateway=NAME,
-        next_action=(
-            next_action_of(data) if status is GatewayPaymentStatus.REQUIRES_ACTION else None
-        ),
-    )
-
-
-def _refund(data: Json) -> GatewayRefund:
-    return GatewayRefund(
-        reference=_str(data, "id"),
-        payment_reference=_str(data, "payment_intent"),
-        amount=_int(data, "amount"),
-        status=_REFUND_STATUS.get(_str(data, "status"), GatewayRefundStatus.PENDING),
-        failure_reason=_opt_str(data, "failure_reason"),
-        refund_id=_opt_str(_obj(data, "metadata"), REFUND_ID_KEY),
-        reason=_opt_str(data, "reason"),
-    )
-
-
-def _card(data: Json) -> CardDetails | None:
-    """From the expanded PaymentMethod, the failed attempt's one, or the latest Charge."""
-    for source in (
-        _obj(data, "payment_method"),
-        _obj(_obj(data, "last_payment_error"), "payment_method"),
-        _obj(_obj(data, "latest_charge"), "payment_method_details"),
-    ):
-        card = _obj(source, "card")
-        if card.get("last4"):
-            return CardDetails(
-                brand=_str(card, "brand"),
-                last4=_str(card, "last4"),
-                exp_month=_int(card, "exp_month"),
-                exp_year=_int(card, "exp_year"),
-            )
-    return None
-
-
-def _last_decline(data: Json) -> Decline:
-    """Why the last attempt failed: a decline, or `payment_intent_authentication_failure`."""
-    error = _obj(data, "last_payment_error")
-    if not error:
-        return _generic_failure()
-    return Decline(
-        code=_opt_str(error, "code") or "card_declined",
-        decline_code=_opt_str(error, "decline_code"),
-        message=_safe(_opt_str(error, "message") or "Your card was declined."),
-    )
-
-
-def _generic_failure() -> Decline:
-    return Decline("card_declined", None, "The payment was not completed.")
-
-
-def _obj(data: object, key: str) -> Json:
-    value = data.get(key) if isinstance(data, Mapping) else None
-    return value if isinstance(value, Mapping) else {}
-
-
-def _str(data: Json, key: str) -> str:
-    value = data.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def _opt_str(data: Json, key: str) -> str | None:
-    value = data.get(key)
-    return value if isinstance(value, str) else None
-
-
-def _int(data: Json, key: str) -> int:
-    return _opt_int(data, key) or 0
-
-
-def _opt_int(data: Json, key: str) -> int | None:
-    value = data.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return obj(body, "error") if isinstance(body, Mapping) else {}

@@ -1,41 +1,20 @@
 """Stripe event objects (plain JSON dicts) mapped into our own DTOs. Pure: no I/O, no `stripe`.
 
-Only the Stripe adapter imports the SDK; webhooks arrive as JSON and are read here.
+Only the Stripe adapter imports the SDK; webhooks arrive as JSON. PaymentIntents and Refunds
+are read by `paysvc.gateways.stripe_json`, the one reader the adapter uses too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from paysvc.gateways.base import (
-    PAYMENT_ID_KEY,
-    REFUND_ID_KEY,
-    CardDetails,
-    Decline,
-    GatewayPayment,
-    GatewayPaymentStatus,
-    GatewayRefund,
-    GatewayRefundStatus,
-    NextAction,
-)
+from paysvc.gateways.base import PAYMENT_ID_KEY, GatewayPayment, GatewayRefund
+from paysvc.gateways.stripe_json import REFUND_STATUS, STATUS, payment_of, refund_of
 
-_PI_STATUS = {
-    "succeeded": GatewayPaymentStatus.CAPTURED,
-    "requires_capture": GatewayPaymentStatus.AUTHORIZED,
-    "canceled": GatewayPaymentStatus.CANCELED,
-    "processing": GatewayPaymentStatus.PROCESSING,
-    "requires_action": GatewayPaymentStatus.REQUIRES_ACTION,
-}
-_REFUND_STATUS = {
-    "pending": GatewayRefundStatus.PENDING,
-    "requires_action": GatewayRefundStatus.PENDING,
-    "succeeded": GatewayRefundStatus.SUCCEEDED,
-    "failed": GatewayRefundStatus.FAILED,
-    "canceled": GatewayRefundStatus.FAILED,
-}
+# Statuses we do not act on from a webhook (we confirm at creation).
+_UNTRACKED = frozenset({"requires_confirmation"})
 
 
 class UnusableObject(ValueError):
@@ -73,87 +52,32 @@ def link_of(obj: dict[str, Any]) -> PaymentLink:
     return PaymentLink(reference=reference, payment_id=payment_id)
 
 
-def next_action_of(intent: Mapping[str, Any]) -> NextAction | None:
-    """A PaymentIntent's `next_action`: `redirect_to_url` with its URLs; `use_stripe_sdk`
-    (Stripe.js completes it on the client) and other types by their type only."""
-    action = intent.get("next_action")
-    kind = action.get("type") if isinstance(action, Mapping) else None
-    if not isinstance(action, Mapping) or not isinstance(kind, str) or not kind:
-        return None
-    redirect = action.get("redirect_to_url")
-    if kind == "redirect_to_url" and isinstance(redirect, Mapping):
-        return NextAction(
-            kind, url=_str(redirect.get("url")), return_url=_str(redirect.get("return_url"))
-        )
-    return NextAction(kind)
-
-
 def payment_from_intent(intent: dict[str, Any]) -> GatewayPayment | None:
-    """A PaymentIntent as a GatewayPayment; None while it is in a status we do not track
-    (requires_payment_method before any attempt, requires_confirmation)."""
-    reference = _str(intent.get("id"))
-    if reference is None:
+    """A PaymentIntent as a GatewayPayment, read by the one Stripe reader the adapter uses
+    too; None while it is in a status we do not track (requires_payment_method before any
+    attempt, requires_confirmation)."""
+    if _str(intent.get("id")) is None:
         raise UnusableObject("payment intent without id")
-    status_text = intent.get("status")
-    error = intent.get("last_payment_error")
-    decline = None
-    if isinstance(error, dict):
-        decline = Decline(
-            code=_str(error.get("code")) or "card_declined",
-            decline_code=_str(error.get("decline_code")),
-            message=_str(error.get("message")) or "The payment failed.",
-        )
-    status = _PI_STATUS.get(str(status_text))
-    if status is None and status_text == "requires_payment_method" and decline is not None:
-        status = GatewayPaymentStatus.FAILED
-    if status is None:
+    status = intent.get("status")
+    attempted = isinstance(intent.get("last_payment_error"), dict)
+    if status not in STATUS or status in _UNTRACKED:
         return None
-    amount = _int(intent.get("amount"))
-    # Stripe-compatible servers may omit these (localstripe): derive them from the status.
-    capturable = intent.get("amount_capturable")
-    received = intent.get("amount_received")
-    return GatewayPayment(
-        reference=reference,
-        status=status,
-        amount=amount,
-        amount_capturable=(
-            _int(capturable)
-            if capturable is not None
-            else amount
-            if status == GatewayPaymentStatus.AUTHORIZED
-            else 0
-        ),
-        amount_captured=(
-            _int(received)
-            if received is not None
-            else amount
-            if status == GatewayPaymentStatus.CAPTURED
-            else 0
-        ),
-        currency=str(intent.get("currency") or "").lower(),
-        card=_card(intent),
-        decline=decline if status == GatewayPaymentStatus.FAILED else None,
-        next_action=next_action_of(intent),
-    )
+    if status == "requires_payment_method" and not attempted:
+        return None
+    return payment_of(intent)
 
 
 def refund_from_object(refund: dict[str, Any]) -> GatewayRefund:
-    reference = _str(refund.get("id"))
-    payment_reference = _str(refund.get("payment_intent"))
-    status = _REFUND_STATUS.get(str(refund.get("status")))
-    amount = _int(refund.get("amount"))
-    if reference is None or payment_reference is None or status is None or amount <= 0:
-        raise UnusableObject("refund without id, payment_intent, amount or a known status")
-    metadata = refund.get("metadata")
-    return GatewayRefund(
-        reference=reference,
-        payment_reference=payment_reference,
-        amount=amount,
-        status=status,
-        failure_reason=_str(refund.get("failure_reason")),
-        refund_id=_str(metadata.get(REFUND_ID_KEY)) if isinstance(metadata, dict) else None,
-        reason=_str(refund.get("reason")),
+    """A Refund object (the same reader as the adapter's), refused when unusable."""
+    usable = (
+        _str(refund.get("id")) is not None
+        and _str(refund.get("payment_intent")) is not None
+        and refund.get("status") in REFUND_STATUS
+        and _int(refund.get("amount")) > 0
     )
+    if not usable:
+        raise UnusableObject("refund without id, payment_intent, amount or a known status")
+    return refund_of(refund)
 
 
 def refunds_of_charge(charge: dict[str, Any]) -> list[GatewayRefund]:
@@ -191,28 +115,6 @@ def dispute_from_object(dispute: dict[str, Any]) -> GatewayDispute:
             if isinstance(due, int) and not isinstance(due, bool)
             else None
         ),
-    )
-
-
-def _card(intent: dict[str, Any]) -> CardDetails | None:
-    """Card details when the charge is embedded (`charges.data[0]` or an expanded
-    `latest_charge`); webhooks usually carry only ids, and then we keep what we have."""
-    charge: Any = intent.get("latest_charge")
-    if not isinstance(charge, dict):
-        charges = intent.get("charges")
-        data = charges.get("data") if isinstance(charges, dict) else None
-        charge = data[0] if isinstance(data, list) and data else None
-    if not isinstance(charge, dict):
-        return None
-    details = charge.get("payment_method_details")
-    card = details.get("card") if isinstance(details, dict) else None
-    if not isinstance(card, dict) or not card.get("last4"):
-        return None
-    return CardDetails(
-        brand=str(card.get("brand") or "unknown"),
-        last4=str(card["last4"]),
-        exp_month=_int(card.get("exp_month")),
-        exp_year=_int(card.get("exp_year")),
     )
 
 
