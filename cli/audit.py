@@ -7,25 +7,24 @@ import enum
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from cli.common import (
-    EXIT_USAGE,
     OPERATOR,
-    console,
-    err_console,
+    JsonOption,
     fail,
-    print_json,
     run_async,
+    usage_error,
     with_container,
 )
-from paysvc.audit import chain
-from paysvc.audit.trail import AuditFilter
-from paysvc.bootstrap import Container
+from cli.output import err_console, line, print_json
 from paysvc.clock import parse_duration
+
+if TYPE_CHECKING:
+    from paysvc.audit import chain
+    from paysvc.bootstrap import Container
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
@@ -46,19 +45,20 @@ def parse_when(text: str | None, option: str) -> dt.datetime | None:
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        fail(f"{option}: use a duration (24h, 7d), a date or an RFC 3339 time", EXIT_USAGE)
+        usage_error(option, "use a duration (24h, 7d), a date or an RFC 3339 time")
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
 @app.command()
 def verify(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Check every entry's MAC and the chain; exit 1 naming the first bad entry.
 
     Record the printed head (last seq and id) outside the database: cutting entries off the
     end of the chain can only be detected against such an outside record.
     """
+    from paysvc.audit import chain
 
     async def work(container: Container) -> chain.VerifyResult:
         return await chain.verify(container.db, container.keyring)
@@ -85,11 +85,7 @@ def verify(
         if result.last_id is not None
         else "nothing sealed yet"
     )
-    console.print(
-        f"{result.checked} entries verified; {head}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    line(f"{result.checked} entries verified; {head}")
 
 
 @app.command()
@@ -106,6 +102,10 @@ def export(
     ] = None,
 ) -> None:
     """Stream entries, oldest first, as JSON lines or CSV (constant memory). Audited."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from paysvc.audit.trail import AuditFilter
+
     where = AuditFilter(since=parse_when(since, "--since"), until=parse_when(until, "--until"))
     kind: Literal["jsonl", "csv"] = "csv" if fmt is ExportFormat.CSV else "jsonl"
     with ExitStack() as stack:
@@ -133,4 +133,4 @@ def export(
 
         count = run_async(with_container(work))
     if output is not None:
-        console.print(f"exported {count} entries to {output}", highlight=False, soft_wrap=True)
+        line(f"exported {count} entries to {output}")

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from cli.common import console, failures_as_one_line, settings
-from paysvc.db import migrate
 
 app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 
@@ -15,8 +14,10 @@ app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 @app.command()
 def upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""
+    from paysvc.db import migrate
+
     url = settings().database_url
-    with failures_as_one_line():
+    with failures_as_one_line(url):
         migrate.upgrade(url, revision)
         console.print(f"database at {migrate.current(url) or 'base'}")
 
@@ -24,8 +25,10 @@ def upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @app.command()
 def current() -> None:
     """Print the current revision."""
+    from paysvc.db import migrate
+
     url = settings().database_url
-    with failures_as_one_line():
+    with failures_as_one_line(url):
         console.print(migrate.current(url) or "base (empty database)")
 
 
@@ -34,7 +37,9 @@ def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base")],
 ) -> None:
     """Revert migrations down to REVISION."""
+    from paysvc.db import migrate
+
     url = settings().database_url
-    with failures_as_one_line():
+    with failures_as_one_line(url):
         migrate.downgrade(url, revision)
         console.print(f"database at {migrate.current(url) or 'base'}")

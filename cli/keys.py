@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import base64
 import secrets
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from cli.common import OPERATOR, console, err_console, print_json, run_async, with_container
-from paysvc.audit.chain import seal_pending
-from paysvc.bootstrap import Container
-from paysvc.keys import service
+from cli.common import OPERATOR, JsonOption, run_async, with_container
+from cli.output import Col, console, err_console, line, print_json, table
+
+if TYPE_CHECKING:
+    from paysvc.bootstrap import Container
 
 app = typer.Typer(help="Encryption keys: generate, status, rotation.", no_args_is_help=True)
 
@@ -25,6 +24,8 @@ def generate() -> None:
 
 
 async def _status(container: Container) -> dict[str, Any]:
+    from paysvc.keys import service
+
     keyring = container.keyring
     values = await service.status(container.db)
     macs = await service.audit_key_usage(container.db)
@@ -52,29 +53,32 @@ async def _status(container: Container) -> dict[str, Any]:
     }
 
 
+KEY_COLUMNS = (
+    Col("key id", keep=True),
+    Col("state", keep=True),
+    Col("encrypted values", keep=True, justify="right"),
+    Col("audit MACs", keep=True, justify="right"),
+)
+
+
 def _print_status(report: dict[str, Any]) -> None:
-    table = Table("key id", "state", "encrypted values", "audit MACs")
-    for row in report["keys"]:
-        table.add_row(row["key_id"], row["state"], str(row["values"]), str(row["audit_macs"]))
-    console.print(table)
+    rows = [
+        (row["key_id"], row["state"], str(row["values"]), str(row["audit_macs"]))
+        for row in report["keys"]
+    ]
+    console.print(table(KEY_COLUMNS, rows))
     removable = [
         row["key_id"]
         for row in report["keys"]
         if row["state"] == "retired" and not row["values"] and not row["audit_macs"]
     ]
     if report["pending"]:
-        console.print(
+        line(
             f"{report['pending']} values/entries not yet under the active key: run "
-            "`paysvc keys rotate`",
-            highlight=False,
-            soft_wrap=True,
+            "`paysvc keys rotate`"
         )
     if removable:
-        console.print(
-            "no longer used, may be removed from ENCRYPTION_KEYS_RETIRED: " + ", ".join(removable),
-            highlight=False,
-            soft_wrap=True,
-        )
+        line("no longer used, may be removed from ENCRYPTION_KEYS_RETIRED: " + ", ".join(removable))
     if any(row["state"] == "unknown" for row in report["keys"]):
         console.print(
             "[red]some data is under a key that is not configured: it cannot be read[/red]"
@@ -83,7 +87,7 @@ def _print_status(report: dict[str, Any]) -> None:
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Encrypted values and audit MACs per key id; which key is active, which can go."""
     report = run_async(with_container(_status))
@@ -103,6 +107,17 @@ def rotate(
     interruption); each batch is audited. Set ENCRYPTION_KEY to the new key and list the old
     one in ENCRYPTION_KEYS_RETIRED first (on every instance).
     """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from paysvc.audit.chain import seal_pending
+    from paysvc.keys import service
+
     with Progress(
         TextColumn("re-encrypting"),
         BarColumn(),
@@ -128,9 +143,5 @@ def rotate(
             return done, await _status(container)
 
         done, report = run_async(with_container(work))
-    console.print(
-        f"rewrote {done} values/entries; active key {report['active_key_id']}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    line(f"rewrote {done} values/entries; active key {report['active_key_id']}")
     _print_status(report)

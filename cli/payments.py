@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Column, Table
 
-from cli.common import OPERATOR, console, print_json, run_async, with_container
-from paysvc.bootstrap import Container
-from paysvc.money import Money
-from paysvc.operations.schemas import render_operation
-from paysvc.payments.repository import PaymentFilter
-from paysvc.payments.schemas import render_payment
+from cli.common import OPERATOR, JsonOption, run_async, with_container
+from cli.output import Col, console, fields, money, object_fields, print_json, table, when
 from paysvc.payments.states import PaymentStatus
 
+if TYPE_CHECKING:
+    from paysvc.bootstrap import Container
+
 app = typer.Typer(help="Inspect payments.", no_args_is_help=True)
+
+# Ids, amounts and status are always shown whole; on a narrow terminal order, customer,
+# captured, refunded and at last the time are left out (named under the table).
+PAYMENT_COLUMNS = (
+    Col("id", keep=True),
+    Col("order", priority=1, min_width=8),
+    Col("customer", priority=2, min_width=8),
+    Col("amount", keep=True, justify="right"),
+    Col("captured", keep=True, justify="right", priority=3),
+    Col("refunded", keep=True, justify="right", priority=4),
+    Col("status", keep=True),
+    Col("created", keep=True, priority=5),
+)
+
+# The payment's ledger under `payments show`, oldest first.
+OPERATION_COLUMNS = (
+    Col("operation", keep=True),
+    Col("kind", keep=True),
+    Col("amount", keep=True, justify="right"),
+    Col("status", keep=True),
+    Col("tries", keep=True, justify="right", priority=2),
+    Col("created", keep=True, priority=1),
+)
 
 
 @app.command("list")
@@ -26,9 +47,11 @@ def list_payments(
     customer: Annotated[str | None, typer.Option(help="Only this customer's payments")] = None,
     order: Annotated[str | None, typer.Option(help="Only this order's payments")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List the most recent payments."""
+    from paysvc.payments.repository import PaymentFilter
+    from paysvc.payments.schemas import render_payment
 
     async def work(container: Container) -> list[dict[str, Any]]:
         page = await container.payments.list(
@@ -45,35 +68,30 @@ def list_payments(
     if as_json:
         print_json(payments)
         return
-    # The id is what an operator copies into `payments show`: never cut it short.
-    widest = max((len(p["id"]) for p in payments), default=2)
-    status_width = max((len(p["status"]) for p in payments), default=6)
-    table = Table(
-        Column("id", no_wrap=True, min_width=widest),
-        *("order", "customer", "amount", "captured", "refunded"),
-        Column("status", no_wrap=True, min_width=status_width),
-        "created",
-    )
-    for p in payments:
-        table.add_row(
+    rows = [
+        (
             p["id"],
             p["order_id"],
             p["customer_id"],
-            Money(p["amount"], p["currency"]).display(),
-            Money(p["amount_captured"], p["currency"]).display(),
-            Money(p["amount_refunded"], p["currency"]).display(),
+            money(p["amount"], p["currency"]),
+            money(p["amount_captured"], p["currency"]),
+            money(p["amount_refunded"], p["currency"]),
             p["status"],
-            p["created_at"],
+            when(p["created_at"]),
         )
-    console.print(table)
+        for p in payments
+    ]
+    console.print(table(PAYMENT_COLUMNS, rows))
 
 
 @app.command("show")
 def show(
     payment_id: Annotated[str, typer.Argument(help="pay_… id")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show one payment, with its gateway operations (the money ledger), oldest first."""
+    from paysvc.operations.schemas import render_operation
+    from paysvc.payments.schemas import render_payment
 
     async def work(container: Container) -> dict[str, Any]:
         payment = render_payment(await container.payments.get(OPERATOR, payment_id))
@@ -85,18 +103,16 @@ def show(
         print_json(payment)
         return
     operations = payment.pop("operations")
-    table = Table("field", "value", show_header=False)
-    for key, value in payment.items():
-        table.add_row(key, "" if value is None else str(value))
-    console.print(table)
-    ledger = Table("operation", "kind", "amount", "status", "tries", "created", title="ledger")
-    for op in operations:
-        ledger.add_row(
+    console.print(fields(object_fields(payment)))
+    rows = [
+        (
             op["id"],
             op["kind"],
-            str(op["amount"]),
+            money(op["amount"], op["currency"]),
             op["status"],
             str(op["attempts"]),
-            op["created_at"],
+            when(op["created_at"]),
         )
-    console.print(ledger if operations else "no gateway operations")
+        for op in operations
+    ]
+    console.print(table(OPERATION_COLUMNS, rows) if rows else "no gateway operations")

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Column, Table
 
 from cli.common import (
     EXIT_DOMAIN,
     EXIT_DRIFT,
-    EXIT_USAGE,
     OPERATOR,
-    console,
-    err_console,
-    fail,
-    print_json,
+    JsonOption,
+    duration,
     run_async,
     with_container,
 )
-from paysvc.bootstrap import Container
-from paysvc.clock import parse_duration
-from paysvc.reconcile.service import Report
+from cli.output import Col, console, err_console, line, print_json, render_error, table
+
+if TYPE_CHECKING:
+    from paysvc.bootstrap import Container
+    from paysvc.reconcile.service import Report
+
+DRIFT_COLUMNS = (
+    Col("id", keep=True),
+    Col("kind", min_width=8, priority=1),
+    Col("ours", min_width=10),
+    Col("gateway", min_width=10),
+    Col("action", min_width=12),
+    Col("applied", keep=True, priority=2),
+)
 
 
 def reconcile(
@@ -31,21 +38,33 @@ def reconcile(
     apply: Annotated[
         bool, typer.Option("--apply", help="Settle the drift (otherwise only report it)")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Compare recent payments and refunds with the gateway and print the drift.
 
     Exit 0: no drift; 3: drift found (and fixed with --apply); 1: error. Safe from cron and
-    safe to run twice at once."""
-    try:
-        window = parse_duration(since)
-    except ValueError as error:
-        fail(str(error), EXIT_USAGE)
+    safe to run twice at once. On a terminal, a spinner counts what was checked."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    async def work(container: Container) -> Report:
-        return await container.reconcile.run(window, apply, actor=OPERATOR)
+    window = duration(since, "--since")
 
-    report = run_async(with_container(work))
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("checked {task.completed} payments and refunds, {task.fields[drift]} drifted"),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as bar:
+        task = bar.add_task("reconcile", total=None, drift=0)
+
+        def progress(report: Report) -> None:
+            done = report.checked + report.checked_refunds
+            bar.update(task, completed=done, drift=len(report.items))
+
+        async def work(container: Container) -> Report:
+            return await container.reconcile.run(window, apply, actor=OPERATOR, progress=progress)
+
+        report = run_async(with_container(work))
     if as_json:
         print_json(report.as_dict())
     else:
@@ -58,9 +77,8 @@ def reconcile(
 
 def _render(report: Report, apply: bool) -> None:
     if report.items:
-        table = Table(Column("id", no_wrap=True), "kind", "ours", "gateway", "action", "applied")
-        for item in report.items:
-            table.add_row(
+        rows = [
+            (
                 item.id,
                 item.kind,
                 item.ours,
@@ -68,7 +86,9 @@ def _render(report: Report, apply: bool) -> None:
                 item.action,
                 "yes" if item.applied else "no",
             )
-        console.print(table)
+            for item in report.items
+        ]
+        console.print(table(DRIFT_COLUMNS, rows))
     summary = (
         f"checked {report.checked} payments and {report.checked_refunds} refunds: "
         f"{len(report.items)} drifted"
@@ -76,6 +96,10 @@ def _render(report: Report, apply: bool) -> None:
     if apply:
         summary += f", {sum(i.applied for i in report.items)} fixed"
         summary += f", {report.webhooks_applied} waiting webhook events applied"
-    console.print(summary)
+    line(summary)
     for error in report.errors:
-        err_console.print(f"[red]error:[/red] {error}", highlight=False)
+        render_error(error)
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"

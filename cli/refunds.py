@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Column, Table
 
-from cli.common import OPERATOR, console, fail, print_json, run_async, with_container
-from paysvc.bootstrap import Container
-from paysvc.money import Money
-from paysvc.refunds.schemas import RefundReason, render_refund
-from paysvc.refunds.service import NewRefund
+from cli.common import OPERATOR, JsonOption, fail, run_async, with_container
+from cli.output import Col, console, fields, line, money, print_json, table, when
+from paysvc.refunds.states import RefundReason
+
+if TYPE_CHECKING:
+    from paysvc.bootstrap import Container
 
 app = typer.Typer(help="Refund captured payments.", no_args_is_help=True)
 
@@ -26,9 +26,12 @@ def create(
     ] = None,
     reason: Annotated[RefundReason | None, typer.Option(help="Why the money goes back")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Refund a captured payment, fully or partially (asks for confirmation unless --yes)."""
+    from paysvc.refunds.schemas import render_refund
+    from paysvc.refunds.service import NewRefund
+
     if not yes:
         if not sys.stdin.isatty():
             fail("not confirmed: use --yes to confirm non-interactively")
@@ -41,15 +44,19 @@ def create(
     refund = run_async(with_container(work))
     if as_json:
         print_json(refund)
-    money = Money(refund["amount"], refund["currency"]).display()
+    amount_text = money(refund["amount"], refund["currency"])
     if refund["status"] == "failed":
-        fail(f"refund {refund['id']} of {money} failed at the gateway: {refund['failure_reason']}")
+        fail(
+            f"refund {refund['id']} of {amount_text} failed at the gateway: "
+            f"{refund['failure_reason']}",
+            type_="card_error",
+            error_code="refund_failed",
+        )
     if not as_json:
         note = " (the gateway's answer was lost; reconciliation settles it)"
-        console.print(
-            f"refund {refund['id']} of {money} {refund['status']}"
-            + (note if refund["status"] == "pending" else ""),
-            highlight=False,
+        line(
+            f"refund {refund['id']} of {amount_text} {refund['status']}"
+            + (note if refund["status"] == "pending" else "")
         )
 
 
@@ -68,16 +75,20 @@ def _confirm(payment_id: str, amount: int | None) -> None:
     payment, refundable = run_async(with_container(work))
 
     def show(minor: int) -> str:
-        return Money(minor, payment["currency"]).display()
+        return money(minor, payment["currency"])
 
-    table = Table("field", "value", show_header=False)
-    table.add_row("payment", payment["id"])
-    table.add_row("customer", payment["customer_id"])
-    table.add_row("status", payment["status"])
-    table.add_row("captured", show(payment["captured"]))
-    table.add_row("refunded", show(payment["refunded"]))
-    table.add_row("refundable", show(refundable))
-    console.print(table)
+    console.print(
+        fields(
+            [
+                ("payment", payment["id"]),
+                ("customer", payment["customer_id"]),
+                ("status", payment["status"]),
+                ("captured", show(payment["captured"])),
+                ("refunded", show(payment["refunded"])),
+                ("refundable", show(refundable)),
+            ]
+        )
+    )
     if not typer.confirm(f"Refund {show(refundable if amount is None else amount)}?"):
         fail("not confirmed: nothing was refunded")
 
@@ -86,9 +97,10 @@ def _confirm(payment_id: str, amount: int | None) -> None:
 def list_refunds(
     payment_id: Annotated[str, typer.Argument(help="pay_… id")],
     limit: Annotated[int, typer.Option(min=1, max=100)] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List a payment's refunds, newest first."""
+    from paysvc.refunds.schemas import render_refund
 
     async def work(container: Container) -> list[dict[str, Any]]:
         page = await container.refunds.list(OPERATOR, payment_id, limit=limit, starting_after=None)
@@ -98,21 +110,25 @@ def list_refunds(
     if as_json:
         print_json(refunds)
         return
-    table = Table(
-        Column("id", no_wrap=True),  # copied by operators: never wrapped
-        Column("amount", no_wrap=True, justify="right"),
-        Column("status", no_wrap=True),
-        "reason",
-        "failure",
-        "created",
-    )
-    for r in refunds:
-        table.add_row(
+    rows = [
+        (
             r["id"],
-            Money(r["amount"], r["currency"]).display(),
+            money(r["amount"], r["currency"]),
             r["status"],
             r["reason"] or "",
             r["failure_reason"] or "",
-            r["created_at"],
+            when(r["created_at"]),
         )
-    console.print(table)
+        for r in refunds
+    ]
+    console.print(table(REFUND_COLUMNS, rows))
+
+
+REFUND_COLUMNS = (
+    Col("id", keep=True),
+    Col("amount", keep=True, justify="right"),
+    Col("status", keep=True),
+    Col("reason", priority=2),
+    Col("failure", priority=1),
+    Col("created", keep=True),
+)

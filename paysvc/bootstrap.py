@@ -18,11 +18,13 @@ from paysvc.db.engine import Database
 from paysvc.disputes.service import DisputeService
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.failover import FailoverGateway
+from paysvc.gateways.instrumented import InstrumentedGateway
 from paysvc.gateways.registry import Gateways
 from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.gateways.stripe import StripeGateway
 from paysvc.idempotency.service import IdempotencyService
 from paysvc.keys.keyring import Keyring
+from paysvc.metrics import Metrics
 from paysvc.operations.completer import Completer
 from paysvc.operations.service import Ledger
 from paysvc.payments.service import PaymentService
@@ -49,6 +51,7 @@ class Container:
     idempotency: IdempotencyService
     admin: AdminService
     audit_trail: AuditTrail
+    metrics: Metrics
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -65,18 +68,19 @@ def build_container(
     clock = clock or SystemClock()
     keyring = Keyring(settings.encryption_key, settings.encryption_keys_retired)
     db = Database(settings.database_url, keyring)
-    gateways = _gateways(settings, db, clock, wrap_gateway)
+    metrics = Metrics()
+    gateways = _gateways(settings, db, clock, metrics, wrap_gateway)
     audit = AuditLog(clock)
     timing = settings.timing
     ledger = Ledger(gateways, clock, timing)
-    payments = PaymentService(db, gateways, clock, audit, ledger)
+    payments = PaymentService(db, gateways, clock, audit, ledger, metrics)
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
     payments.refund_projector = refunds.project  # the projection of refund operations
     completer = Completer(db, ledger, payments, clock)
     disputes = DisputeService(db, payments, clock, audit)
     webhooks = WebhookService(
-        db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds
+        db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds, metrics
     )
     # Webhooks that arrived before their payment had a gateway reference apply right away.
     payments.confirm_listeners.append(webhooks.retry_for_payment)
@@ -93,10 +97,13 @@ def build_container(
         disputes=disputes,
         webhooks=webhooks,
         completer=completer,
-        reconcile=ReconcileService(db, gateways, payments, webhooks, clock, refunds, completer),
+        reconcile=ReconcileService(
+            db, gateways, payments, webhooks, clock, refunds, completer, metrics
+        ),
         idempotency=IdempotencyService(db, clock, audit, stale_after=timing.idempotency_takeover),
         admin=AdminService(db, payments, clock, audit),
         audit_trail=AuditTrail(db, audit),
+        metrics=metrics,
     )
 
 
@@ -104,6 +111,7 @@ def _gateways(
     settings: Settings,
     db: Database,
     clock: Clock,
+    metrics: Metrics,
     wrap: Callable[[Gateway], Gateway] | None,
 ) -> Gateways:
     chain: list[Gateway] = []
@@ -121,4 +129,10 @@ def _gateways(
             chain.append(SandboxGateway(db, clock, settings.public_url))
     if wrap is not None:
         chain = [wrap(gateway) for gateway in chain]
-    return Gateways(FailoverGateway(chain, clock))
+    # Every gateway call is counted and timed (the one seam), under the gateway's own name.
+    chain = [InstrumentedGateway(gateway, metrics) for gateway in chain]
+    failover = FailoverGateway(chain, clock)
+    metrics.watch_circuits(
+        lambda: [(name, str(b.state(clock.now()))) for name, b in failover.breakers.items()]
+    )
+    return Gateways(failover)

@@ -78,6 +78,8 @@ class Settings:
     rate_limit_per_second: float
     rate_limit_burst: int
     reconcile_interval: float = 30.0  # seconds between background passes; 0 turns it off
+    log_level: str = "INFO"
+    rate_limit_storage_url: str | None = None  # redis://…: buckets shared by every instance
     operation_stale_seconds: float = 45.0
     # Where browsers reach this service (the sandbox's 3-D Secure page links to it).
     public_url: str = "http://localhost:8009"
@@ -95,8 +97,7 @@ class Settings:
         env = os.environ if env is None else env
 
         def get(name: str) -> str | None:
-            value = env.get(name)
-            return value.strip() if value is not None and value.strip() else None
+            return env_value(env, name)
 
         database_url = get("DATABASE_URL") or DEFAULT_DATABASE_URL
         scheme = urlsplit(database_url).scheme.split("+")[0]
@@ -179,9 +180,44 @@ class Settings:
             rate_limit_per_second=_number(get, "RATE_LIMIT_PER_SECOND", "100", float, 0.001, 1e9),
             rate_limit_burst=_number(get, "RATE_LIMIT_BURST", "200", int, 1, 10**9),
             reconcile_interval=_number(get, "RECONCILE_INTERVAL", "30", float, 0.0, 86400.0),
+            log_level=_choice(get, "LOG_LEVEL", "info", LOG_LEVELS).upper(),
+            rate_limit_storage_url=_storage_url(get("RATE_LIMIT_STORAGE_URL")),
             operation_stale_seconds=stale,
             public_url=_url(get, "PUBLIC_URL", _default_public_url(port, bool(tls_cert))),
         )
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def env_value(env: Mapping[str, str], name: str) -> str | None:
+    """`NAME` from the environment, or the contents of the file `NAME_FILE` names (Docker and
+    Kubernetes secrets: `JWT_SECRET_KEY_FILE=/run/secrets/jwt`); blank counts as unset. Works
+    for every setting; setting both is an error (which one would win is not obvious)."""
+    value = env.get(name)
+    value = value.strip() if value is not None and value.strip() else None
+    file_name = env.get(f"{name}_FILE", "").strip()
+    if not file_name:
+        return value
+    if value is not None:
+        raise ConfigError(name, f"set {name} or {name}_FILE, not both")
+    try:
+        text = Path(file_name).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ConfigError(f"{name}_FILE", f"cannot read the file: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}_FILE", "the file is not UTF-8 text") from None
+    return text or None
+
+
+def _storage_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    if urlsplit(url).scheme not in ("redis", "rediss", "redis+unix", "memory"):
+        raise ConfigError(
+            "RATE_LIMIT_STORAGE_URL", "must be a redis://, rediss:// or memory:// URL"
+        )
+    return url
 
 
 def _default_public_url(port: int, tls: bool) -> str:
@@ -198,15 +234,21 @@ def parse_key(variable: str, text: str) -> bytes:
     return raw
 
 
-def _sqlite_dir(url: str) -> Path | None:
-    """The directory holding a SQLite database file, or None for other databases/in-memory."""
+def sqlite_path(url: str) -> Path | None:
+    """The SQLite database file of `url`, or None for other databases/in-memory."""
     if not url.startswith("sqlite"):
         return None
     path = url.split(":///", 1)[1] if ":///" in url else ""
     path = path.split("?", 1)[0]
     if not path or path == ":memory:":
         return None
-    return Path(path).expanduser().resolve().parent
+    return Path(path).expanduser().resolve()
+
+
+def _sqlite_dir(url: str) -> Path | None:
+    """The directory holding a SQLite database file, or None for other databases/in-memory."""
+    path = sqlite_path(url)
+    return None if path is None else path.parent
 
 
 def _generated_secret(

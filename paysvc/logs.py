@@ -24,6 +24,12 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "paysvc_request_id", default=None
 )
 
+# The payment an operation is about: set by the payment, refund, admin and reconcile services
+# when they start on one, added to every log line (`payment_id`) until the request ends.
+payment_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "paysvc_payment_id", default=None
+)
+
 REDACTED = "[REDACTED]"
 
 # (pattern, replacement). Order matters: header-shaped values first, then free-floating tokens.
@@ -85,7 +91,7 @@ def _redact_value(value: Any) -> Any:
 # Attributes every LogRecord has; anything else on a record came from `extra={...}`.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "request_id", "taskName"}
+    | {"message", "asctime", "request_id", "payment_id", "taskName"}
 )
 
 
@@ -124,6 +130,9 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        payment_id = getattr(record, "payment_id", None) or payment_id_var.get()
+        if payment_id:
+            entry["payment_id"] = payment_id
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

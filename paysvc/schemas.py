@@ -54,6 +54,11 @@ def metadata_field() -> fields.Dict:
     )
 
 
+def metadata_out() -> fields.Dict:
+    """`metadata` as rendered (documentation of output schemas)."""
+    return fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
 class QueryInt(fields.Integer):
     """Query strings are text: accept digits only."""
 

@@ -1,10 +1,14 @@
-#!/usr/bin/env python3
-"""Benchmark: N concurrent create+confirm flows through the real HTTP stack, in process.
+#!/usr/bin/env bash
+""":"
+# Run as a bash script first: bootstrap the project's environment, re-run this file with its Python.
+source "$(dirname "$0")/_env"; exec "$VENV/python" "$0" "$@"
+":
+Benchmark: N concurrent create+confirm flows through the real HTTP stack, in process.
 
 Runs against a fresh SQLite file and, when PAYSVC_TEST_DATABASE_URL is set, a scratch
 PostgreSQL database beside it (created and dropped). Prints throughput and latency.
 
-    .venv/bin/python scripts/bench_confirm.py [--flows 400] [--concurrency 50] [--no-keys]
+    scripts/bench_confirm.py [--flows 400] [--concurrency 50] [--no-keys]
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from aiohttp.test_utils import TestServer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pg_scratch  # noqa: E402
+import pg_scratch
 
-from paysvc.auth.principal import Role  # noqa: E402
-from paysvc.auth.tokens import TokenVerifier  # noqa: E402
-from paysvc.bootstrap import build_container  # noqa: E402
-from paysvc.config import Settings  # noqa: E402
-from paysvc.db import migrate  # noqa: E402
-from paysvc.web.app import create_app  # noqa: E402
+from paysvc.auth.principal import Role
+from paysvc.auth.tokens import TokenVerifier
+from paysvc.bootstrap import build_container
+from paysvc.config import Settings
+from paysvc.db import migrate
+from paysvc.web.app import create_app
 
 CUSTOMERS = 10
 
@@ -132,7 +136,9 @@ def run(label: str, url: str, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="N concurrent create+confirm flows through the HTTP stack."
+    )
     parser.add_argument("--flows", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--no-keys", action="store_true", help="send no Idempotency-Key")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import func, select
@@ -36,3 +38,11 @@ async def rows(container: Container, model: Any, *where: Any) -> list[Any]:
         return list(await session.scalars(select(model).where(*where)))
 
     return await container.db.run(work, write=False)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], deadline: float = 60.0) -> None:
+    """Poll `check` until it holds (state another task commits; no event to wait on), with a
+    generous deadline: a TimeoutError means it never held."""
+    async with asyncio.timeout(deadline):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)

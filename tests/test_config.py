@@ -57,6 +57,9 @@ BAD: list[tuple[dict[str, str], str]] = [
     ({"TLS_CERT_FILE": "/no/such/cert.pem", "TLS_KEY_FILE": "/no/such/key.pem"}, "TLS_CERT_FILE"),
     ({"TLS_CERT_FILE": "/no/such/cert.pem"}, "TLS_KEY_FILE"),
     ({"TLS_KEY_FILE": "/no/such/key.pem"}, "TLS_CERT_FILE"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ({"RATE_LIMIT_STORAGE_URL": "http://redis:6379"}, "RATE_LIMIT_STORAGE_URL"),
+    ({"ENCRYPTION_KEY_FILE": "/no/such/key"}, "ENCRYPTION_KEY"),  # set both: which one?
 ]
 
 
@@ -234,6 +237,54 @@ def test_a_gateway_timeout_not_below_the_stale_window_refuses_to_start(
         Settings.from_env(env(tmp_path, **overrides))
     assert caught.value.variable == "STRIPE_TIMEOUT_SECONDS"
     assert "OPERATION_STALE_SECONDS" in str(caught.value)
+
+
+SECRET_SETTINGS = [
+    ("JWT_SECRET_KEY", "j" * 40, "jwt_secret_key", "j" * 40),
+    ("ENCRYPTION_KEY", ENCRYPTION_KEY, "encryption_key", base64.b64decode(ENCRYPTION_KEY)),
+    ("STRIPE_SECRET_KEY", "sk_test_fromafile", "stripe_secret_key", "sk_test_fromafile"),
+    ("STRIPE_WEBHOOK_SECRET", "whsec_a,whsec_b", "stripe_webhook_secrets", ("whsec_a", "whsec_b")),
+    ("DATABASE_URL", "sqlite:///{tmp}/other.db", "database_url", "sqlite:///{tmp}/other.db"),
+]
+
+
+@pytest.mark.parametrize(("variable", "content", "field", "expected"), SECRET_SETTINGS)
+def test_every_setting_can_come_from_a_file(
+    tmp_path: Path, variable: str, content: str, field: str, expected: object
+) -> None:
+    """`NAME_FILE=/run/secrets/x` (Docker, Kubernetes): the file's content, trailing newline
+    dropped, as if NAME were set to it."""
+    secret = tmp_path / "secret"
+    secret.write_text(content.format(tmp=tmp_path) + "\n")
+    values = env(tmp_path, **{f"{variable}_FILE": str(secret)})
+    values.pop(variable, None)
+    if isinstance(expected, str):
+        expected = expected.format(tmp=tmp_path)
+    assert getattr(Settings.from_env(values), field) == expected
+
+
+@pytest.mark.parametrize("path", ["/no/such/secret", "{tmp}"], ids=["missing", "a directory"])
+def test_an_unreadable_secret_file_is_named(tmp_path: Path, path: str) -> None:
+    values = env(tmp_path, JWT_SECRET_KEY_FILE=path.format(tmp=tmp_path))
+    values.pop("JWT_SECRET_KEY")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(values)
+    assert caught.value.variable == "JWT_SECRET_KEY_FILE"
+    result = CliRunner().invoke(app, ["serve"], env=values)
+    assert result.exit_code == 1
+    assert "error: configuration: JWT_SECRET_KEY_FILE: cannot read" in result.stderr.strip()
+
+
+def test_log_level_and_rate_limit_storage(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        env(tmp_path, LOG_LEVEL="debug", RATE_LIMIT_STORAGE_URL="redis://cache:6379/2")
+    )
+    assert (settings.log_level, settings.rate_limit_storage_url) == (
+        "DEBUG",
+        "redis://cache:6379/2",
+    )
+    defaults = Settings.from_env(env(tmp_path))
+    assert (defaults.log_level, defaults.rate_limit_storage_url) == ("INFO", None)
 
 
 def test_public_url_follows_port_and_tls_unless_set(tmp_path: Path) -> None:

@@ -86,3 +86,10 @@ def test_every_revision_upgrades_and_downgrades_on_its_own(empty_url: str) -> No
     for _ in steps:
         migrate.downgrade(empty_url, "-1")
     assert tables(empty_url) == set()
+
+
+def test_file_names_sort_in_chain_order(tmp_path: Path) -> None:
+    """`ls migrations/versions` reads as the upgrade order (the ids are older than this rule)."""
+    script = ScriptDirectory.from_config(migrate.alembic_config(f"sqlite:///{tmp_path}/x.db"))
+    chain = [Path(rev.path).name for rev in reversed(list(script.walk_revisions()))]
+    assert chain == sorted(chain)

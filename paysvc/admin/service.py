@@ -16,6 +16,7 @@ from paysvc.auth.principal import Actor, Role
 from paysvc.clock import Clock
 from paysvc.db.engine import Database
 from paysvc.errors import InvalidRequest, PermissionDenied, StateConflict
+from paysvc.logs import payment_id_var
 from paysvc.operations.repository import OperationRepository
 from paysvc.operations.states import OperationStatus
 from paysvc.payments.models import Payment
@@ -108,6 +109,7 @@ class AdminService:
         transitions from the table, money fields kept consistent, historied and audited with
         the reason and the admin's id."""
         _require_admin(actor)
+        payment_id_var.set(payment_id)
 
         async def work(session: AsyncSession) -> Payment:
             payment = await self.payments.load(session, actor, payment_id, for_update=True)

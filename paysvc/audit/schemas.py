@@ -48,13 +48,6 @@ class AuditEntryOut(Schema):
     details = fields.Dict()
 
 
-class AuditListOut(Schema):
-    object = fields.Constant("list")
-    data = fields.List(fields.Nested(AuditEntryOut))
-    has_more = fields.Boolean()
-    next_cursor = fields.String(allow_none=True)
-
-
 def render_entry(entry: AuditEntry) -> dict[str, Any]:
     try:
         details = json.loads(entry.details)

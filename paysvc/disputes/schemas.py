@@ -11,17 +11,18 @@ from paysvc.disputes.models import Dispute
 
 
 class DisputeOut(Schema):
-    id = fields.String(metadata={"example": "dp_…"})
-    object = fields.Constant("dispute")
-    payment_id = fields.String()
-    amount = fields.Integer()
-    currency = fields.String()
-    reason = fields.String()
+    id = fields.String(required=True, metadata={"example": "dp_…"})
+    object = fields.Constant("dispute", required=True)
+    payment_id = fields.String(required=True)
+    amount = fields.Integer(required=True)
+    currency = fields.String(required=True)
+    reason = fields.String(required=True)
     status = fields.String(
-        metadata={"description": "as Stripe: needs_response, under_review, won, lost, …"}
+        required=True,
+        metadata={"description": "as Stripe: needs_response, under_review, won, lost, …"},
     )
-    evidence_due_by = fields.String(allow_none=True)
-    created_at = fields.String()
+    evidence_due_by = fields.DateTime(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
 
 
 def render_dispute(dispute: Dispute) -> dict[str, Any]:

@@ -10,7 +10,14 @@ from marshmallow import Schema, ValidationError, fields, validate
 from paysvc.clock import rfc3339
 from paysvc.payments.models import Payment
 from paysvc.payments.states import PaymentStatus
-from paysvc.schemas import Currency, ListQueryArgs, StrictInt, amount_field, metadata_field
+from paysvc.schemas import (
+    Currency,
+    ListQueryArgs,
+    StrictInt,
+    amount_field,
+    metadata_field,
+    metadata_out,
+)
 
 CANCELLATION_REASONS = ("requested_by_customer", "duplicate", "fraudulent", "abandoned")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -56,7 +63,8 @@ class ConfirmRequest(Schema):
         validate=[validate.Length(min=1, max=2048), check_return_url],
         metadata={
             "description": "where the customer's browser returns after 3-D Secure "
-            "authentication: https (http on localhost only)"
+            "authentication: https (http on localhost only)",
+            "example": "https://shop.example.com/checkout/done",
         },
     )
 
@@ -90,45 +98,67 @@ class AdminPaymentListQuery(PaymentListQuery):
     created_lt = fields.AwareDateTime(default_timezone=None)
 
 
+class RedirectToUrlOut(Schema):
+    url = fields.String(
+        required=True, metadata={"description": "open it in the customer's browser"}
+    )
+    return_url = fields.String(required=True, allow_none=True)
+
+
+class NextActionOut(Schema):
+    type = fields.String(
+        required=True,
+        metadata={"example": "redirect_to_url", "description": "redirect_to_url or use_stripe_sdk"},
+    )
+    redirect_to_url = fields.Nested(RedirectToUrlOut)
+
+
 class PaymentMethodOut(Schema):
-    type = fields.String()
-    brand = fields.String()
-    last4 = fields.String()
-    exp_month = fields.Integer()
-    exp_year = fields.Integer()
+    type = fields.String(required=True, metadata={"example": "card"})
+    brand = fields.String(required=True, allow_none=True, metadata={"example": "visa"})
+    last4 = fields.String(required=True, metadata={"example": "4242"})
+    exp_month = fields.Integer(required=True, allow_none=True)
+    exp_year = fields.Integer(required=True, allow_none=True)
+
+
+class FailureOut(Schema):
+    code = fields.String(required=True, metadata={"example": "card_declined"})
+    decline_code = fields.String(
+        required=True, allow_none=True, metadata={"example": "insufficient_funds"}
+    )
+    message = fields.String(required=True, allow_none=True)
 
 
 class PaymentOut(Schema):
     """The payment object (documentation of the rendered shape)."""
 
-    id = fields.String(metadata={"example": "pay_3xY…"})
-    object = fields.Constant("payment")
-    order_id = fields.String()
-    customer_id = fields.String()
-    amount = fields.Integer()
-    amount_capturable = fields.Integer()
-    amount_captured = fields.Integer()
-    amount_refunded = fields.Integer()
-    currency = fields.String()
-    status = fields.String(validate=validate.OneOf([s.value for s in PaymentStatus]))
-    capture_method = fields.String()
-    payment_method = fields.Nested(PaymentMethodOut, allow_none=True)
-    failure = fields.Dict(allow_none=True)
-    cancellation_reason = fields.String(allow_none=True)
-    description = fields.String(allow_none=True)
-    metadata = fields.Dict()
-    next_action = fields.Dict(
+    id = fields.String(required=True, metadata={"example": "pay_3xY…"})
+    object = fields.Constant("payment", required=True)
+    order_id = fields.String(required=True)
+    customer_id = fields.String(required=True)
+    amount = fields.Integer(required=True, metadata={"example": 1999})
+    amount_capturable = fields.Integer(required=True)
+    amount_captured = fields.Integer(required=True)
+    amount_refunded = fields.Integer(required=True)
+    currency = fields.String(required=True, metadata={"example": "usd"})
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in PaymentStatus]))
+    capture_method = fields.String(required=True, validate=validate.OneOf(("automatic", "manual")))
+    payment_method = fields.Nested(PaymentMethodOut, required=True, allow_none=True)
+    failure = fields.Nested(FailureOut, required=True, allow_none=True)
+    cancellation_reason = fields.String(required=True, allow_none=True)
+    description = fields.String(required=True, allow_none=True)
+    metadata = metadata_out()
+    next_action = fields.Nested(
+        NextActionOut,
+        required=True,
         allow_none=True,
-        metadata={
-            "description": "while requires_action: {type: redirect_to_url, redirect_to_url: "
-            "{url, return_url}} (or {type: use_stripe_sdk}); null otherwise"
-        },
+        metadata={"description": "what the customer must do while requires_action; else null"},
     )
-    disputed = fields.Boolean()
-    gateway = fields.String()
-    gateway_reference = fields.String(allow_none=True)
-    created_at = fields.String()
-    updated_at = fields.String()
+    disputed = fields.Boolean(required=True)
+    gateway = fields.String(required=True, metadata={"example": "sandbox"})
+    gateway_reference = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
 
 
 def render_payment(payment: Payment) -> dict[str, Any]:
@@ -165,9 +195,9 @@ def render_payment(payment: Payment) -> dict[str, Any]:
         "cancellation_reason": payment.cancellation_reason,
         "description": payment.description,
         "metadata": payment.meta or {},
-        "next_action": payment.next_action
-        if payment.status == PaymentStatus.REQUIRES_ACTION
-        else None,
+        "next_action": (
+            payment.next_action if payment.status == PaymentStatus.REQUIRES_ACTION else None
+        ),
         "disputed": payment.disputed,
         "gateway": payment.gateway,
         "gateway_reference": payment.gateway_reference,

@@ -48,6 +48,8 @@ from paysvc.gateways.base import (
 from paysvc.gateways.registry import Gateways
 from paysvc.idempotency.service import attach_resource
 from paysvc.ids import new_id, plausible
+from paysvc.logs import payment_id_var
+from paysvc.metrics import Metrics
 from paysvc.operations.models import Operation
 from paysvc.operations.repository import OperationRepository
 from paysvc.operations.service import Call, Ledger, Outcome, classify
@@ -90,8 +92,15 @@ RefundProjector = Callable[[AsyncSession, Payment, Operation, Outcome, Actor], A
 
 class PaymentService:
     def __init__(
-        self, db: Database, gateways: Gateways, clock: Clock, audit: AuditLog, ledger: Ledger
+        self,
+        db: Database,
+        gateways: Gateways,
+        clock: Clock,
+        audit: AuditLog,
+        ledger: Ledger,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.db = db
         self.gateways = gateways
         self.clock = clock
@@ -207,6 +216,7 @@ class PaymentService:
             repo.add(payment)
             await session.flush()
             self._event(session, payment, "created", None, S.PENDING, actor, amount=payment.amount)
+            self._count(session, payment)
             await attach_resource(session, payment.id)
             self.audit.record(
                 session,
@@ -222,7 +232,9 @@ class PaymentService:
             )
             return payment
 
-        return await self.db.run(work)
+        created = await self.db.run(work)
+        payment_id_var.set(created.id)
+        return created
 
     # -- confirm -------------------------------------------------------------------------
 
@@ -239,6 +251,7 @@ class PaymentService:
 
         Confirming a `requires_action` payment again (empty body) never charges: it asks the
         gateway how the authentication ended and settles the payment (`settle_action`)."""
+        payment_id_var.set(payment_id)
 
         async def begin(session: AsyncSession) -> Call | None:
             seen = await self.load(session, actor, payment_id)
@@ -351,6 +364,7 @@ class PaymentService:
     # -- capture -------------------------------------------------------------------------
 
     async def capture(self, actor: Actor, payment_id: str, amount: int | None) -> Payment:
+        payment_id_var.set(payment_id)
         if not actor.is_staff:
             raise PermissionDenied("Only service or admin callers may capture payments")
 
@@ -377,6 +391,7 @@ class PaymentService:
     async def cancel(
         self, actor: Actor, payment_id: str, reason: str | None, refund_if_captured: bool = False
     ) -> Payment:
+        payment_id_var.set(payment_id)
         if refund_if_captured and not actor.is_staff:
             raise PermissionDenied(
                 "refund_if_captured is for service or admin callers", param="refund_if_captured"
@@ -700,6 +715,7 @@ class PaymentService:
         if target != S.REQUIRES_ACTION and payment.next_action is not None:
             payment.next_action = None
         payment.updated_at = self.clock.now()
+        self._count(session, payment)
         self._event(
             session,
             payment,
@@ -717,6 +733,11 @@ class PaymentService:
             "payment",
             payment.id,
             details={"from": previous, "to": str(target), "reason": reason},
+        )
+
+    def _count(self, session: AsyncSession, payment: Payment) -> None:
+        self.metrics.payment_reached(
+            session, payment.status, payment.gateway, payment.currency, payment.amount
         )
 
     def _event(

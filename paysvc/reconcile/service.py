@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ from paysvc.gateways.base import (
     GatewayRefundStatus,
 )
 from paysvc.gateways.registry import Gateways
+from paysvc.logs import payment_id_var
+from paysvc.metrics import Metrics
 from paysvc.operations.completer import AUTHENTICATED, WAITING, Completer
 from paysvc.operations.states import OperationStatus
 from paysvc.payments.repository import PaymentRepository
@@ -179,7 +181,9 @@ class ReconcileService:
         clock: Clock,
         refunds: RefundService,
         completer: Completer,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.db = db
         self.gateways = gateways
         self.payments = payments
@@ -191,22 +195,51 @@ class ReconcileService:
     async def run_once(self) -> Report:
         """One background pass: the completer over operations stuck past the background age,
         and webhook events that were waiting for their payment."""
-        report = Report()
-        await self._complete(report, apply=True, actor=RECONCILER, background=True)
-        report.webhooks_applied = await self.webhooks.retry_pending()
-        return report
+
+        async def background() -> Report:
+            report = Report()
+            await self._complete(report, apply=True, actor=RECONCILER, background=True)
+            report.webhooks_applied = await self.webhooks.retry_pending()
+            return report
+
+        return await self._counted("background", background())
 
     async def run(
         self,
         since: dt.timedelta,
         apply: bool,
         actor: Actor = RECONCILER,
+        progress: Callable[[Report], None] | None = None,
+        trigger: str = "cli",
+    ) -> Report:
+        """Counted in `paysvc_reconcile_runs_total` (by trigger and outcome) and
+        `paysvc_reconcile_drift_total` (by kind)."""
+        return await self._counted(trigger, self._run(since, apply, actor, progress))
+
+    async def _counted(self, trigger: str, run: Awaitable[Report]) -> Report:
+        try:
+            report = await run
+        except BaseException:
+            self.metrics.reconcile_runs.labels(trigger, "error").inc()
+            raise
+        self.metrics.reconcile_runs.labels(trigger, "error" if report.errors else "ok").inc()
+        for item in report.items:
+            self.metrics.reconcile_drift.labels(item.kind).inc()
+        return report
+
+    async def _run(
+        self,
+        since: dt.timedelta,
+        apply: bool,
+        actor: Actor,
+        progress: Callable[[Report], None] | None,
     ) -> Report:
         """The completer over every operation that is due, the unknown and double-charged
         ones reported, then every payment and refund created in the last `since` compared
         with the gateway; with `apply`, settle what differs and apply pending webhook events.
         Every fix is historied and audited under `actor` (the operator, for
-        `paysvc reconcile --apply`)."""
+        `paysvc reconcile --apply`). `progress(report)` is called after each payment and refund
+        checked."""
         report = Report()
         now = self.clock.now()
         await self._complete(report, apply=apply, actor=actor, background=False)
@@ -215,6 +248,8 @@ class ReconcileService:
             page = await self._page(now - since, after)
             for payment in page:
                 await self._guarded(report, payment.id, self._check(payment, apply, report, actor))
+                if progress is not None:
+                    progress(report)
             if len(page) < BATCH:
                 break
             after = (page[-1].created_at, page[-1].id)
@@ -225,6 +260,8 @@ class ReconcileService:
                 await self._guarded(
                     report, refund.id, self._check_refund(refund, apply, report, actor)
                 )
+                if progress is not None:
+                    progress(report)
             if len(refunds) < BATCH:
                 break
             after = (refunds[-1].created_at, refunds[-1].id)
@@ -353,6 +390,7 @@ class ReconcileService:
         self, payment: PaymentSnapshot, apply: bool, report: Report, actor: Actor
     ) -> None:
         report.checked += 1
+        payment_id_var.set(payment.id)
         if payment.busy:
             return  # the completer's
         try:
@@ -434,6 +472,7 @@ class ReconcileService:
         self, refund: RefundSnapshot, apply: bool, report: Report, actor: Actor
     ) -> None:
         report.checked_refunds += 1
+        payment_id_var.set(refund.payment_id)
         try:  # no transaction is open here
             owner = self.gateways.for_payment(refund.gateway)
             truth = (

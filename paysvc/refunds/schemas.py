@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 from marshmallow import Schema, fields, validate
@@ -10,15 +9,8 @@ from marshmallow import Schema, fields, validate
 from paysvc.clock import rfc3339
 from paysvc.money import MAX_AMOUNT
 from paysvc.refunds.models import Refund
-from paysvc.refunds.states import RefundStatus
-from paysvc.schemas import StrictInt, metadata_field
-
-
-class RefundReason(enum.StrEnum):
-    REQUESTED_BY_CUSTOMER = "requested_by_customer"
-    DUPLICATE = "duplicate"
-    FRAUDULENT = "fraudulent"
-
+from paysvc.refunds.states import RefundReason, RefundStatus
+from paysvc.schemas import StrictInt, metadata_field, metadata_out
 
 REFUND_REASONS = tuple(r.value for r in RefundReason)
 
@@ -38,17 +30,17 @@ class CreateRefundRequest(Schema):
 class RefundOut(Schema):
     """The refund object (documentation of the rendered shape)."""
 
-    id = fields.String(metadata={"example": "re_7kQ…"})
-    object = fields.Constant("refund")
-    payment_id = fields.String()
-    amount = fields.Integer()
-    currency = fields.String()
-    status = fields.String(validate=validate.OneOf([s.value for s in RefundStatus]))
-    reason = fields.String(allow_none=True, validate=validate.OneOf(REFUND_REASONS))
-    failure_reason = fields.String(allow_none=True)
-    metadata = fields.Dict()
-    created_at = fields.String()
-    updated_at = fields.String()
+    id = fields.String(required=True, metadata={"example": "re_7kQ…"})
+    object = fields.Constant("refund", required=True)
+    payment_id = fields.String(required=True)
+    amount = fields.Integer(required=True, metadata={"example": 500})
+    currency = fields.String(required=True, metadata={"example": "usd"})
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in RefundStatus]))
+    reason = fields.String(required=True, allow_none=True, validate=validate.OneOf(REFUND_REASONS))
+    failure_reason = fields.String(required=True, allow_none=True)
+    metadata = metadata_out()
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
 
 
 def render_refund(refund: Refund) -> dict[str, Any]:

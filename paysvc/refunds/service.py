@@ -47,6 +47,7 @@ from paysvc.gateways.base import (
 from paysvc.gateways.registry import Gateways
 from paysvc.idempotency.service import attach_resource
 from paysvc.ids import new_id
+from paysvc.logs import payment_id_var
 from paysvc.operations.metrics import REFUND_REVERSALS
 from paysvc.operations.models import Operation
 from paysvc.operations.repository import OperationRepository
@@ -135,6 +136,7 @@ class RefundService:
         """Refund (part of) a captured payment. Returns the refund `succeeded`, `failed` (the
         gateway refused it) or `pending` (answer lost: reconciliation settles it); raises when
         the gateway was unreachable or rejected the request (the refund is then `failed`)."""
+        payment_id_var.set(payment_id)
         if not actor.is_staff:
             raise PermissionDenied("Only service or admin callers may create refunds")
 

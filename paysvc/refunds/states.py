@@ -13,6 +13,12 @@ class RefundStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class RefundReason(enum.StrEnum):
+    REQUESTED_BY_CUSTOMER = "requested_by_customer"
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+
+
 R = RefundStatus
 TRANSITIONS: dict[RefundStatus, frozenset[RefundStatus]] = {
     R.PENDING: frozenset({R.SUCCEEDED, R.FAILED}),

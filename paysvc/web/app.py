@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import AiohttpApiSpec
 
-from paysvc import __version__
 from paysvc.audit.chain import AuditSealer
 from paysvc.bootstrap import Container
 from paysvc.reconcile.background import reconcile_forever
@@ -31,33 +27,25 @@ from paysvc.web.handlers import (
 from paysvc.web.headers import harden
 from paysvc.web.idempotency import idempotency_middleware
 from paysvc.web.keys import CONTAINER
-from paysvc.web.metrics import METRICS, Metrics
+from paysvc.web.metrics import METRICS, http_middleware
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
-from paysvc.web.ratelimit import TokenBuckets
+from paysvc.web.openapi import setup_docs
+from paysvc.web.ratelimit import build_limiter
 
 MAX_BODY = 64 * 1024
 SEALER_STOP_TIMEOUT = 30.0
 log = logging.getLogger(__name__)
 
 
-class _OpenApi(AiohttpApiSpec):  # type: ignore[misc]
-    """aiohttp-apispec consumes the documentation it reads off a handler (it pops the request
-    schemas from `handler.__apispec__`). Handlers are module-level, so every app after the first
-    in a process documented request bodies as dangling `$ref`s. Register from a copy instead."""
-
-    def _update_paths(self, data: dict[str, Any], method: str, url_path: str) -> None:
-        super()._update_paths(copy.deepcopy(data), method, url_path)
-
-
 def create_app(container: Container, *, own_container: bool = True) -> web.Application:
     """Build the HTTP app over a container; the app closes the container on shutdown
     unless `own_container` is False (tests that share one container)."""
-    metrics = Metrics()
+    metrics = container.metrics
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[
             request_id_middleware,  # request id, logging context, access log
-            metrics.middleware(),
+            http_middleware(metrics),
             error_middleware,
             ip_rate_limit,  # before auth: clients without valid credentials, per IP
             auth_middleware,
@@ -72,7 +60,9 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app[METRICS] = metrics
     app[CONTAINER] = container
     settings = container.settings
-    app[RATE_LIMITS] = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[RATE_LIMITS] = build_limiter(
+        settings.rate_limit_storage_url, settings.rate_limit_per_second, settings.rate_limit_burst
+    )
     remote = (
         RemoteAuthenticator(settings.auth_service_url, container.clock)
         if settings.auth_mode == "remote"
@@ -86,11 +76,10 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(disputes.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(admin.routes)
+    setup_docs(app)  # the spec is built at start-up, from every route added by then
+    # After the spec is built: a page for the customer's browser, not part of the API.
     if "sandbox" in settings.payment_gateways:  # its 3-D Secure page exists only with it
         app.add_routes(sandbox.routes)
-    _OpenApi(
-        app=app, title="paysvc", version=__version__, url="/openapi.json", swagger_path="/docs"
-    )
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         sealer = AuditSealer(container.db, container.keyring)

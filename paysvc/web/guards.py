@@ -33,9 +33,9 @@ from paysvc.web.io import Handler, container
 from paysvc.web.keys import ACTOR
 from paysvc.web.middlewares import is_public
 from paysvc.web.pci import reject_card_data
-from paysvc.web.ratelimit import TokenBuckets, retry_after
+from paysvc.web.ratelimit import Limiter, retry_after
 
-RATE_LIMITS = web.AppKey("rate_limits", TokenBuckets)
+RATE_LIMITS = web.AppKey("rate_limits", Limiter)
 _UNLIMITED = ("/health", "/metrics", "/webhooks/")
 
 
@@ -55,16 +55,16 @@ def _ip_key(request: web.Request) -> str:
 async def ip_rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not rate_limited_path(request.path):
         return await handler(request)
-    buckets = request.app[RATE_LIMITS]
+    limiter = request.app[RATE_LIMITS]
     key = _ip_key(request)
     if is_public(request.path) or not request.headers.get("Authorization", "").strip():
-        if (wait := buckets.take(key)) is not None:
+        if (wait := await limiter.take(key)) is not None:
             raise _refuse(wait)
         return await handler(request)
     try:
         return await handler(request)
     except AuthenticationFailed as refused:
-        if (wait := buckets.take(key)) is not None:
+        if (wait := await limiter.take(key)) is not None:
             raise _refuse(wait) from refused
         raise
 
@@ -73,7 +73,7 @@ async def ip_rate_limit(request: web.Request, handler: Handler) -> web.StreamRes
 async def principal_rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     principal = request.get(ACTOR)
     if principal is not None and rate_limited_path(request.path):
-        wait = request.app[RATE_LIMITS].take(f"{principal.role}:{principal.id}")
+        wait = await request.app[RATE_LIMITS].take(f"{principal.role}:{principal.id}")
         if wait is not None:
             raise _refuse(wait)
     return await handler(request)

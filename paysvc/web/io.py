@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import docs, querystring_schema, request_schema, response_schema
 from marshmallow import Schema
 
 from paysvc.auth.principal import Actor
@@ -18,6 +18,34 @@ from paysvc.schemas import load
 from paysvc.web.keys import ACTOR, BODY, CONTAINER, QUERY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPENAPI_ATTR = "__paysvc_openapi__"
+
+
+@dataclass
+class Operation:
+    """What a handler documents in OpenAPI (built by `web/openapi.py`)."""
+
+    tags: list[str] = field(default_factory=list)
+    summary: str = ""
+    description: str = ""
+    body: type[Schema] | None = None
+    query: type[Schema] | None = None
+    responds: type[Schema] | None = None
+    many: bool = False  # `responds` is the item of a list envelope
+    status: int = 200
+    statuses: tuple[int, ...] = ()  # other successes (202 from confirm …)
+    errors: tuple[int, ...] = ()  # errors of the operation itself (402, 409, 502 …)
+    example: dict[str, Any] | None = None
+    content_type: str = "application/json"
+
+
+def operation_of(handler: Handler) -> Operation:
+    """The handler's documentation (shared with its wrappers: `functools.wraps` copies it)."""
+    found = getattr(handler, OPENAPI_ATTR, None)
+    if not isinstance(found, Operation):
+        found = Operation()
+        setattr(handler, OPENAPI_ATTR, found)
+    return found
 
 
 async def read_json(request: web.Request) -> Any:
@@ -45,7 +73,8 @@ def with_body(schema: type[Schema]) -> Callable[[Handler], Handler]:
             request[BODY] = load(schema(), await read_json(request))
             return await handler(request)
 
-        return request_schema(schema)(wrapper)  # type: ignore[no-any-return]
+        operation_of(wrapper).body = schema
+        return wrapper
 
     return decorate
 
@@ -57,7 +86,8 @@ def with_query(schema: type[Schema]) -> Callable[[Handler], Handler]:
             request[QUERY] = load(schema(), dict(request.query))
             return await handler(request)
 
-        return querystring_schema(schema)(wrapper)  # type: ignore[no-any-return]
+        operation_of(wrapper).query = schema
+        return wrapper
 
     return decorate
 
@@ -68,14 +98,30 @@ def doc(
     summary: str,
     description: str = "",
     responds: type[Schema] | None = None,
+    many: bool = False,
     status: int = 200,
+    statuses: tuple[int, ...] = (),
+    errors: tuple[int, ...] = (),
+    example: dict[str, Any] | None = None,
+    content_type: str = "application/json",
 ) -> Callable[[Handler], Handler]:
-    """OpenAPI documentation for a handler (typed wrapper over aiohttp-apispec)."""
+    """Document a handler in OpenAPI: `responds` is the success body (`many`: a list of
+    them), `errors` the error statuses of the operation itself (the generic ones — auth,
+    validation, idempotency, 404 on `{id}` paths, 429, 500, 503 — are added for it)."""
 
     def decorate(handler: Handler) -> Handler:
-        if responds is not None:
-            handler = response_schema(responds, status)(handler)
-        return docs(tags=tags, summary=summary, description=description)(handler)  # type: ignore[no-any-return]
+        operation = operation_of(handler)
+        operation.tags = tags
+        operation.summary = summary
+        operation.description = description
+        operation.responds = responds
+        operation.many = many
+        operation.status = status
+        operation.statuses = statuses
+        operation.errors = errors
+        operation.example = example
+        operation.content_type = content_type
+        return handler
 
     return decorate
 

@@ -23,7 +23,7 @@ from paysvc.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from paysvc.logs import redact, request_id_var
+from paysvc.logs import payment_id_var, redact, request_id_var
 from paysvc.web.auth import AUTHENTICATOR
 from paysvc.web.io import Handler, json_response
 from paysvc.web.keys import ACTOR, CONTAINER, REQUEST_ID
@@ -58,6 +58,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     request_id = incoming if _REQUEST_ID.match(incoming) else "req_" + secrets.token_hex(12)
     request[REQUEST_ID] = request_id
     context = request_id_var.set(request_id)
+    payment_context = payment_id_var.set(None)  # keep-alive: no id left from the last request
     started = time.perf_counter()
     status = 500
     try:
@@ -71,7 +72,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        access_log.info(
+        # Probes poll every few seconds: their lines are DEBUG, out of the way at LOG_LEVEL=info.
+        access_log.log(
+            logging.DEBUG if route.startswith("/health") else logging.INFO,
             "%s %s %d",
             request.method,
             route,
@@ -85,6 +88,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             },
         )
         request_id_var.reset(context)
+        payment_id_var.reset(payment_context)
 
 
 @web.middleware

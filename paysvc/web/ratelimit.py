@@ -1,18 +1,27 @@
-"""Token buckets per key (principal id, or client IP for unauthenticated requests).
+"""Rate limits per key (principal id, or client IP for unauthenticated requests).
 
-In-process and per instance: with N instances behind a load balancer each enforces its own
-budget, so the effective limit is up to N times the configured one. That is the usual trade for
-a hot path that never touches the database; a shared limiter (Redis) can replace this class
-behind the same `take()` interface.
+Two limiters behind one `await limiter.take(key)` (None: allowed; else seconds to wait):
+- `InstanceLimiter` (default): token buckets in process memory, per instance; with N instances
+  behind a load balancer the effective limit is up to N times the configured one;
+- `SharedLimiter` (`RATE_LIMIT_STORAGE_URL=redis://…`): one budget per key for every instance,
+  kept in Redis by the `limits` package (its async Redis storage, on the `coredis` client): a
+  moving window of `RATE_LIMIT_BURST` requests per `burst / rate` seconds (the same average
+  rate and burst as the buckets). When Redis cannot be reached, requests are let through and
+  the failure is logged (at most once a minute): limits protect the service, they must not take
+  it down.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -73,6 +82,59 @@ class TokenBuckets:
             if now - oldest.updated < self._refill_seconds:
                 return
             del self._buckets[key]
+
+
+class Limiter(Protocol):
+    async def take(self, key: str) -> float | None: ...
+
+
+class InstanceLimiter:
+    """Token buckets in this process (per instance)."""
+
+    def __init__(self, rate_per_second: float, burst: int) -> None:
+        self.buckets = TokenBuckets(rate_per_second, burst)
+
+    async def take(self, key: str) -> float | None:
+        return self.buckets.take(key)
+
+
+class SharedLimiter:
+    """One budget per key across every instance, in Redis (the `limits` package)."""
+
+    def __init__(
+        self, storage_url: str, rate_per_second: float, burst: int, prefix: str = "paysvc"
+    ) -> None:
+        from limits import RateLimitItemPerSecond
+        from limits.aio.storage import RedisStorage
+        from limits.aio.strategies import MovingWindowRateLimiter
+
+        self.storage = RedisStorage(f"async+{storage_url}", key_prefix=prefix)
+        self.limiter = MovingWindowRateLimiter(self.storage)
+        window = max(1, round(burst / rate_per_second))
+        self.item: Any = RateLimitItemPerSecond(burst, window)
+        self._last_warning = -math.inf
+
+    async def take(self, key: str) -> float | None:
+        try:
+            if await self.limiter.hit(self.item, key):
+                return None
+            stats = await self.limiter.get_window_stats(self.item, key)
+        except Exception as error:  # Redis down or unreachable: fail open, say so
+            now = time.monotonic()
+            if now - self._last_warning > 60:
+                self._last_warning = now
+                log.warning(
+                    "rate limit storage unavailable, requests are not limited: %s",
+                    type(error).__name__,
+                )
+            return None
+        return max(0.0, float(stats.reset_time) - time.time())
+
+
+def build_limiter(storage_url: str | None, rate_per_second: float, burst: int) -> Limiter:
+    if storage_url:
+        return SharedLimiter(storage_url, rate_per_second, burst)
+    return InstanceLimiter(rate_per_second, burst)
 
 
 def retry_after(seconds: float) -> int:

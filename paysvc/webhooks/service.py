@@ -26,6 +26,7 @@ from paysvc.clock import Clock
 from paysvc.db.engine import Database
 from paysvc.disputes.service import DisputeService
 from paysvc.errors import InvalidRequest, MalformedRequest
+from paysvc.metrics import Metrics
 from paysvc.payments.models import Payment
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import PaymentService
@@ -84,7 +85,9 @@ class WebhookService:
         payments: PaymentService,
         disputes: DisputeService,
         refunds: RefundService,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.db = db
         self.secrets = tuple(secrets)
         self.clock = clock
@@ -108,6 +111,7 @@ class WebhookService:
                 tolerance=TOLERANCE_SECONDS,
             )
         except InvalidSignature as error:
+            self.metrics.webhooks.labels("unverified", "invalid_signature").inc()
             await self._audit_rejection(actor, error.reason)
             raise InvalidRequest(
                 f"Invalid webhook signature: {error.reason}",
@@ -143,7 +147,10 @@ class WebhookService:
             self._finish(row, status)
             return status
 
-        return await self.db.run(work)
+        result = await self.db.run(work)
+        # Stripe has hundreds of event types: label the ones we handle, the rest as "other".
+        self.metrics.webhooks.labels(event_type if event_type in HANDLED else "other", result).inc()
+        return result
 
     # -- pending events ------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from paysvc.auth.principal import Actor, Role
 from paysvc.db.engine import Database
 from paysvc.errors import InvalidRequest
 from paysvc.keys.keyring import Keyring
+from tests.support import eventually
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(32, 64))
@@ -286,10 +287,11 @@ async def test_audit_sealer_task(db: Database) -> None:
     try:
         await write_entries(db, 3)
         sealer.wake()
-        for _ in range(100):
-            if all(e.seq is not None for e in await entries(db)):
-                break
-            await asyncio.sleep(0.01)
+
+        async def sealed() -> bool:
+            return all(e.seq is not None for e in await entries(db))
+
+        await eventually(sealed)
         assert [e.seq for e in await entries(db)] == [1, 2, 3]
     finally:
         task.cancel()
@@ -376,5 +378,5 @@ async def test_stopping_the_sealer_seals_what_is_left(db: Database) -> None:
     task = asyncio.create_task(sealer.run())
     await write_entries(db, 2)
     sealer.stop()  # no wake(): stop alone seals the rest, then run() returns
-    await asyncio.wait_for(task, timeout=5)
+    await asyncio.wait_for(task, timeout=60)  # only a guard against hanging
     assert [e.seq for e in await entries(db)] == [1, 2]

@@ -225,6 +225,7 @@ COMMANDS = [
     ["refunds", "create"],
     ["refunds", "list"],
     ["reconcile"],
+    ["report"],
     ["idempotency"],
     ["idempotency", "purge"],
     ["keys"],

@@ -76,7 +76,7 @@ async def crash_first_attempt(container: Container, payment_id: str, after_charg
         )
     )
     assert isinstance(claim, Claim)
-    sandbox = container.gateways.for_payment("sandbox")
+    sandbox = getattr(container.gateways.for_payment("sandbox"), "inner", None)
     assert isinstance(sandbox, SandboxGateway)
     crashing = CrashingSandbox(sandbox, after_charge=after_charge)
     gateways = Gateways(FailoverGateway([crashing], container.clock))

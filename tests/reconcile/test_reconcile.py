@@ -20,6 +20,7 @@ from paysvc.web.app import create_app
 from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, Api, make_settings
 from tests.refunds.helpers import sandbox
 from tests.stripe_events import status_changes
+from tests.support import eventually
 
 
 class FakeClock:
@@ -137,13 +138,13 @@ async def test_timeout_payment_settles_in_the_background(
     api = Api(await aiohttp_client(create_app(services)))
     payment = await api.paid("pm_card_timeout")
     assert payment["status"] == "processing"
-    for _ in range(200):
+
+    async def captured() -> bool:
         async with services.db.transaction(write=False) as session:
             row = await services.payments.load(session, SYSTEM, payment["id"])
-        if row.status == "captured":
-            break
-        await asyncio.sleep(0.025)
-    assert row.status == "captured"
+        return row.status == "captured"
+
+    await eventually(captured)
     assert (await status_changes(services, payment["id"]))[-1][2] == "completed by lookup"
 
 

@@ -36,6 +36,7 @@ from tests.stripe_events import (
     inbox,
     refund_object,
 )
+from tests.support import eventually
 
 Factory = Callable[..., Any]
 
@@ -113,17 +114,18 @@ async def test_background_reconciler_settles_a_stale_pending_refund(
     async def status() -> str:
         return (await services.refunds.get(SYSTEM, pending["id"])).status
 
-    for _ in range(500):  # a pass looked it up, found nothing, and left it (too young)
+    async def looked_up() -> bool:  # a pass found nothing and left it (too young to re-send)
         ops = await services.payments.operations(SYSTEM, payment["id"])
-        if [op.last_error for op in ops if op.id == op_id] == ["no answer yet"]:
-            break
-        await asyncio.sleep(0.02)
+        return [op.last_error for op in ops if op.id == op_id] == ["no answer yet"]
+
+    await eventually(looked_up)
     assert await status() == "pending"
     clock.advance(seconds=services.settings.timing.stuck_after.total_seconds() + 1)
-    for _ in range(200):
-        if await status() != "pending":
-            break
-        await asyncio.sleep(0.02)
+
+    async def settled() -> bool:
+        return await status() != "pending"
+
+    await eventually(settled)
     assert await status() == "succeeded"
     async with services.db.transaction(write=False) as session:
         [settled] = await session.scalars(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from typing import Any
@@ -13,6 +12,7 @@ from sqlalchemy import select
 from paysvc.audit.models import AuditEntry
 from paysvc.bootstrap import Container
 from tests.conftest import ADMIN, CUSTOMER, OTHER_CUSTOMER, SERVICE, Api
+from tests.support import eventually
 
 FIELDS = ("id", "occurred_at", "actor_id", "actor_role", "action", "resource_type", "outcome")
 
@@ -155,14 +155,25 @@ async def test_a_refused_change_leaves_no_success_entry(
 
 
 async def test_entries_are_sealed_right_after_commit(api: Api, container: Container) -> None:
+    # The commit itself wakes the sealer (not its 5 s period): observe the wake-up, then poll.
+    wake = container.audit.on_commit
+    assert wake is not None, "the app installs the sealer's wake-up on start"
+    wakes: list[None] = []
+
+    def observed() -> None:
+        wakes.append(None)
+        wake()
+
+    container.audit.on_commit = observed
     await api.paid()
-    for _ in range(300):  # within 3 s, and the sealer's own period is 5 s: the commit woke it
+    assert wakes, "committing audited changes did not wake the sealer"
+
+    async def all_sealed() -> bool:
         async with container.db.transaction(write=False) as session:
             unsealed = await session.scalars(select(AuditEntry).where(AuditEntry.seq.is_(None)))
-            if not unsealed.first():
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError("entries still unsealed 3 s after commit")
+            return unsealed.first() is None
+
+    await eventually(all_sealed)
 
 
 def page_ids(body: dict[str, Any]) -> list[str]:

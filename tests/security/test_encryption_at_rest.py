@@ -122,7 +122,7 @@ async def test_serve_refuses_a_wrong_key(api: Api, database_url: str) -> None:
     assert result.exit_code == 1
     lines = error_lines(result)
     assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ENCRYPTION_KEY: stored data is encrypted or MACed under")
+    assert lines[0].startswith("error: ENCRYPTION_KEY cannot decrypt stored data (key id ")
     assert "wrong key?" in lines[0]
 
 

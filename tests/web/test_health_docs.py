@@ -126,14 +126,15 @@ async def test_openapi_is_generated_from_the_validating_schemas(
             assert set(properties) == set(schema().fields), path
         create_ref = _body_ref(spec["paths"]["/payments/intents"]["post"])
         create = _properties(spec, create_ref)
-        definition = spec["definitions"][create_ref.rsplit("/", 1)[1]]
+        definition = spec["components"]["schemas"][create_ref.rsplit("/", 1)[1]]
         assert set(definition["required"]) == {"order_id", "amount", "currency"}
         assert definition["additionalProperties"] is False  # unknown fields are refused
         assert create["amount"]["type"] == "integer"
         assert create["amount"]["minimum"] == 1 and create["amount"]["maximum"] == 99_999_999
         assert create["capture_method"]["enum"] == ["automatic", "manual"]
         for path, schema in QUERIES:
-            names = {p["name"] for p in spec["paths"][path]["get"]["parameters"]}
+            parameters = spec["paths"][path]["get"]["parameters"]
+            names = {p["name"] for p in parameters if p.get("in") == "query"}
             assert names == set(schema().fields), path
         assert {"/payments/{id}", "/health", "/health/ready"} <= set(spec["paths"])
 
@@ -146,7 +147,7 @@ async def test_ready_does_not_hang_on_a_silent_database(
 
     monkeypatch.setattr(health, "READY_TIMEOUT", 0.05)
     monkeypatch.setattr(container.db, "ping", never_answers)
-    response = await asyncio.wait_for(api.client.get("/health/ready"), 5)
+    response = await asyncio.wait_for(api.client.get("/health/ready"), 60)  # not 3600 s
     body = await response.json()
     assert response.status == 503
     assert body["checks"]["database"] == "unavailable"

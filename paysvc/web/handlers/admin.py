@@ -1,9 +1,11 @@
-"""`GET /admin/transactions` and `PUT /admin/payments/{id}/status` (admin only)."""
+"""`GET /admin/transactions`, `GET /admin/report.svg` and `PUT /admin/payments/{id}/status`
+(admin only)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from paysvc.admin.chart import render_svg
 from paysvc.admin.schemas import (
     DEFINITIONS,
     StatusCorrectionRequest,
@@ -46,6 +48,29 @@ async def transactions(request: web.Request) -> web.Response:
 
 @doc(
     tags=TAG,
+    summary="The transaction report per day as an SVG chart (admin)",
+    description="Volume, captured and refunded per currency and day (bars) and the success rate "
+    "(line), for payments created `from`..`to` (as `/admin/transactions?group_by=day`). "
+    "`image/svg+xml`, no external assets.",
+)
+@routes.get("/admin/report.svg")
+@with_query(TransactionQuery)
+async def report_svg(request: web.Request) -> web.Response:
+    query = request[QUERY]
+    summary = await container(request).admin.transactions(
+        actor(request),
+        SummaryQuery(
+            start=query.get("start"),
+            end=query.get("end"),
+            currency=query.get("currency"),
+            by_day=True,
+        ),
+    )
+    return web.Response(text=render_svg(summary), content_type="image/svg+xml")
+
+
+@doc(
+    tags=TAG,
     summary="A payment's gateway operations, oldest first (admin)",
     description="The money ledger: one operation per gateway call (authorize, charge, capture, "
     "void, refund), its status (pending, requires_action, succeeded, failed, unknown), attempts "
@@ -69,6 +94,8 @@ async def payment_operations(request: web.Request) -> web.Response:
     "operation in flight → 409 operation_in_progress. Historied and audited with the reason "
     "and the admin's id.",
     responds=PaymentOut,
+    errors=(409,),
+    example={"status": "captured", "reason": "bank confirms, ticket 4711"},
 )
 @routes.put("/admin/payments/{id}/status")
 @with_body(StatusCorrectionRequest)

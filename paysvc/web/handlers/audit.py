@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from paysvc.audit.schemas import AuditListOut, AuditListQuery, render_entry
+from paysvc.audit.schemas import AuditEntryOut, AuditListQuery, render_entry
 from paysvc.audit.trail import AuditFilter
 from paysvc.web.io import actor, container, doc, json_response, list_body, with_query
 from paysvc.web.keys import QUERY
@@ -15,7 +15,8 @@ routes = web.RouteTableDef()
 @doc(
     tags=["admin"],
     summary="List audit entries, newest first (admin); the read is itself audited",
-    responds=AuditListOut,
+    responds=AuditEntryOut,
+    many=True,
 )
 @routes.get("/admin/audit")
 @with_query(AuditListQuery)

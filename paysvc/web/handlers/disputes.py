@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from paysvc.disputes.schemas import render_dispute
+from paysvc.disputes.schemas import DisputeOut, render_dispute
 from paysvc.schemas import ListQueryArgs
 from paysvc.web.io import actor, container, doc, json_response, list_body, with_query
 from paysvc.web.keys import QUERY
@@ -12,7 +12,12 @@ from paysvc.web.keys import QUERY
 routes = web.RouteTableDef()
 
 
-@doc(tags=["disputes"], summary="List a payment's disputes (service, admin)")
+@doc(
+    tags=["disputes"],
+    summary="List a payment's disputes (service, admin)",
+    responds=DisputeOut,
+    many=True,
+)
 @routes.get("/payments/{id}/disputes")
 @with_query(ListQueryArgs)
 async def list_disputes(request: web.Request) -> web.Response:

@@ -24,7 +24,17 @@ routes = web.RouteTableDef()
 TAG = ["payments"]
 
 
-@doc(tags=TAG, summary="Create a payment intent (status pending)", responds=PaymentOut, status=201)
+@doc(
+    tags=TAG,
+    summary="Create a payment intent (status pending)",
+    description="customer_id: service/admin only (customers always pay for themselves). With "
+    "ORDER_VALIDATION=strict the order is checked first: 422 order_not_found/order_mismatch, "
+    "409 order_not_payable, 503 order_service_unavailable.",
+    responds=PaymentOut,
+    status=201,
+    errors=(409,),
+    example={"order_id": "1042", "amount": 1999, "currency": "usd"},
+)
 @routes.post("/payments/intents")
 @with_body(CreateIntentRequest)
 async def create_intent(request: web.Request) -> web.Response:
@@ -42,7 +52,9 @@ async def create_intent(request: web.Request) -> web.Response:
     "402 card_error with the failed payment; 202 processing when the gateway's answer was "
     "lost; 409 order_already_paid.",
     responds=PaymentOut,
-    status=200,
+    statuses=(202,),
+    errors=(402, 409, 502),
+    example={"payment_method": "pm_card_visa"},
 )
 @routes.post("/payments/{id}/confirm")
 @with_body(ConfirmRequest)
@@ -59,7 +71,8 @@ async def confirm(request: web.Request) -> web.Response:
     tags=TAG,
     summary="Capture an authorization, fully or partially (service, admin)",
     responds=PaymentOut,
-    status=200,
+    errors=(402, 409, 502),
+    example={"amount_to_capture": 1500},
 )
 @routes.post("/payments/{id}/capture")
 @with_body(CaptureRequest)
@@ -76,7 +89,8 @@ async def capture(request: web.Request) -> web.Response:
     description="A captured payment is 409 unless refund_if_captured (service/admin): then "
     "everything still refundable is refunded and the payment returned.",
     responds=PaymentOut,
-    status=200,
+    errors=(402, 409, 502),
+    example={"reason": "requested_by_customer"},
 )
 @routes.post("/payments/{id}/cancel")
 @with_body(CancelRequest)
@@ -88,14 +102,14 @@ async def cancel(request: web.Request) -> web.Response:
     return json_response(render_payment(payment))
 
 
-@doc(tags=TAG, summary="Retrieve a payment", responds=PaymentOut, status=200)
+@doc(tags=TAG, summary="Retrieve a payment", responds=PaymentOut)
 @routes.get("/payments/{id}")
 async def get_payment(request: web.Request) -> web.Response:
     payment = await container(request).payments.get(actor(request), request.match_info["id"])
     return json_response(render_payment(payment))
 
 
-@doc(tags=TAG, summary="List payments (customers see their own)")
+@doc(tags=TAG, summary="List payments (customers see their own)", responds=PaymentOut, many=True)
 @routes.get("/payments")
 @with_query(PaymentListQuery)
 async def list_payments(request: web.Request) -> web.Response:
@@ -105,7 +119,7 @@ async def list_payments(request: web.Request) -> web.Response:
     )
 
 
-@doc(tags=["admin"], summary="List all payments (admin)")
+@doc(tags=["admin"], summary="List all payments (admin)", responds=PaymentOut, many=True)
 @routes.get("/admin/payments")
 @with_query(AdminPaymentListQuery)
 async def admin_list_payments(request: web.Request) -> web.Response:

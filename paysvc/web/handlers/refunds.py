@@ -23,6 +23,8 @@ TAG = ["refunds"]
     "gateway's answer was lost; reconciliation settles it).",
     responds=RefundOut,
     status=201,
+    errors=(409, 502),
+    example={"amount": 500, "reason": "requested_by_customer"},
 )
 @routes.post("/payments/{id}/refunds")
 @with_body(CreateRefundRequest)
@@ -33,7 +35,12 @@ async def create_refund(request: web.Request) -> web.Response:
     return json_response(render_refund(refund), status=201)
 
 
-@doc(tags=TAG, summary="List a payment's refunds, newest first (owner, service, admin)")
+@doc(
+    tags=TAG,
+    summary="List a payment's refunds, newest first (owner, service, admin)",
+    responds=RefundOut,
+    many=True,
+)
 @routes.get("/payments/{id}/refunds")
 @with_query(ListQueryArgs)
 async def list_refunds(request: web.Request) -> web.Response:
