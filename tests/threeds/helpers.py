@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from aiohttp.test_utils import TestClient
 
 from paysvc.bootstrap import Container
-from paysvc.gateways.sandbox import SandboxAuthentication, SandboxCharge
+from paysvc.gateways.sandbox import SandboxAuthentication, SandboxCharge, SandboxGateway
 from paysvc.payments.models import PaymentEvent
 from tests.conftest import CUSTOMER, Api
 from tests.support import rows
@@ -80,3 +80,15 @@ async def status_changes(container: Container, payment_id: str) -> list[tuple[st
     )
     events.sort(key=lambda event: event.created_at)
     return [(str(event.from_status), str(event.to_status)) for event in events]
+
+
+def sandbox(container: Container) -> SandboxGateway:
+    assert container.gateways.sandbox is not None
+    return container.gateways.sandbox
+
+
+async def answer_at_gateway(container: Container, payment: dict[str, Any], passed: bool) -> None:
+    """The customer answers the challenge at the gateway; nothing tells paysvc (as if the
+    page's own settlement, or Stripe's webhook, were lost)."""
+    token = page_path(payment).rsplit("/", 1)[1]
+    assert await sandbox(container).authenticate(token, passed) is not None

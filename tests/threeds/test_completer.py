@@ -21,9 +21,10 @@ from tests.support import ManualClock, rows
 from tests.threeds.helpers import (
     RETURN_URL,
     THREE_DS,
+    answer_at_gateway,
     charges,
-    page_path,
     requires_action,
+    sandbox,
     status_changes,
 )
 
@@ -59,12 +60,6 @@ class Lookups:
         monkeypatch.setattr(sandbox, "retrieve_payment", counted)
 
 
-def sandbox(container: Container) -> SandboxGateway:
-    gateway = container.gateways.for_payment("sandbox")
-    assert isinstance(gateway, SandboxGateway)
-    return gateway
-
-
 async def charge_op(container: Container, payment_id: str) -> Operation:
     (op,) = await rows(container, Operation, Operation.payment_id == payment_id)
     return op
@@ -84,8 +79,7 @@ async def test_the_completer_settles_once_the_customer_answered(
     api: Api, timed: Container, clock: ManualClock
 ) -> None:
     payment = await requires_action(api)
-    token = page_path(payment).rsplit("/", 1)[1]
-    await sandbox(timed).authenticate(token, True)  # nobody tells paysvc
+    await answer_at_gateway(timed, payment, True)  # nobody tells paysvc
     clock.advance(11)
     report = await timed.reconcile.run_once()
     assert report.errors == []
@@ -157,8 +151,7 @@ async def test_an_answer_on_the_last_day_still_wins(
 ) -> None:
     payment = await requires_action(api, capture_method="manual")
     clock.advance(24 * 3600 + 60)
-    token = page_path(payment).rsplit("/", 1)[1]
-    await sandbox(timed).authenticate(token, True)  # just before the completer gives up
+    await answer_at_gateway(timed, payment, True)  # just before the completer gives up
     await timed.reconcile.run_once()
     authorized = await api.get(f"/payments/{payment['id']}")
     assert authorized["status"] == "authorized" and authorized["amount_capturable"] == 1999

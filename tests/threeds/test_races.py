@@ -14,13 +14,18 @@ from aiohttp.test_utils import TestClient
 
 from paysvc.bootstrap import Container
 from paysvc.config import Settings
-from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.operations.models import Operation
 from tests.concurrency.invariants import assert_money_invariants
 from tests.conftest import CUSTOMER, Api, make_settings
 from tests.stripe_events import WEBHOOK_SECRET, deliver, event, intent
 from tests.support import rows
-from tests.threeds.helpers import charges, page_path, requires_action, status_changes
+from tests.threeds.helpers import (
+    answer_at_gateway,
+    charges,
+    page_path,
+    requires_action,
+    status_changes,
+)
 
 ROUNDS = 3
 
@@ -28,13 +33,6 @@ ROUNDS = 3
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url, STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET)
-
-
-async def _customer_passes(container: Container, payment: dict[str, Any], passed: bool) -> None:
-    """The customer answers at the gateway; nothing tells paysvc yet."""
-    sandbox = container.gateways.for_payment("sandbox")
-    assert isinstance(sandbox, SandboxGateway)
-    assert await sandbox.authenticate(page_path(payment).rsplit("/", 1)[1], passed)
 
 
 async def _reconfirm(client: TestClient[Any, Any], payment_id: str) -> int:
@@ -49,7 +47,7 @@ async def test_reconfirms_webhook_and_completer_settle_once(
 ) -> None:
     for round_ in range(ROUNDS):
         payment = await requires_action(api, order_id=f"race-{passed}-{round_}")
-        await _customer_passes(container, payment, passed)
+        await answer_at_gateway(container, payment, passed)
         stripe_status = "succeeded" if passed else "requires_payment_method"
         error = (
             None

@@ -11,7 +11,6 @@ from aiohttp.test_utils import TestClient
 
 from paysvc.bootstrap import Container
 from paysvc.config import Settings
-from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.payments.models import Payment
 from tests.conftest import ADMIN, CUSTOMER, OTHER_CUSTOMER, SERVICE, Api, make_settings
 from tests.support import rows
@@ -19,6 +18,7 @@ from tests.threeds.helpers import (
     RETURN_URL,
     THREE_DS,
     answer,
+    answer_at_gateway,
     challenges,
     charges,
     page_path,
@@ -33,12 +33,6 @@ PUBLIC_URL = "http://127.0.0.1:8765"
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url, PUBLIC_URL=PUBLIC_URL)
-
-
-def sandbox(container: Container) -> SandboxGateway:
-    gateway = container.gateways.for_payment("sandbox")
-    assert isinstance(gateway, SandboxGateway)
-    return gateway
 
 
 async def test_confirm_answers_requires_action_with_the_sandbox_page(
@@ -212,8 +206,7 @@ async def test_reconfirm_settles_what_the_customer_did(api: Api, container: Cont
     done = await requires_action(api)
     declined = await requires_action(api, order_id="2042")
     for payment, passed in ((done, True), (declined, False)):
-        token = page_path(payment).rsplit("/", 1)[1]
-        assert await sandbox(container).authenticate(token, passed) is not None
+        await answer_at_gateway(container, payment, passed)
     captured = await reconfirm(api, done["id"])
     assert captured["status"] == "captured" and captured["next_action"] is None
     error = (await reconfirm(api, declined["id"], status=402))["error"]
@@ -271,8 +264,7 @@ async def test_cancel_after_the_customer_completed_is_a_conflict(
     """The customer completed while our copy still said requires_action: the cancel finds the
     gateway captured, records it, and answers 409; nothing is voided."""
     payment = await requires_action(api)
-    token = page_path(payment).rsplit("/", 1)[1]
-    await sandbox(container).authenticate(token, True)
+    await answer_at_gateway(container, payment, True)
     error = (await api.post(f"/payments/{payment['id']}/cancel", {}, status=409))["error"]
     assert error["type"] == "state_conflict"
     assert (await api.get(f"/payments/{payment['id']}"))["status"] == "captured"
