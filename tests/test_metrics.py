@@ -174,10 +174,10 @@ async def test_reconcile_runs_and_drift_from_the_background_reconciler(
     drift = "paysvc_reconcile_drift_total"
     deadline = time.monotonic() + DEADLINE
     text = await scrape(client)
-    while value(text, drift, kind="status") < 1 and time.monotonic() < deadline:
+    while value(text, drift, kind="stuck_operation") < 1 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
         text = await scrape(client)
-    assert value(text, drift, kind="status") == 1
+    assert value(text, drift, kind="stuck_operation") == 1
     assert value(text, runs, trigger="background", outcome="ok") >= 1
     assert value(text, runs, trigger="background", outcome="error") == 0
     labels = {"gateway": "sandbox", "currency": "usd"}

@@ -17,7 +17,6 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,7 +61,6 @@ from paysvc.payments.schemas import render_payment
 from paysvc.payments.states import LIVE, REFUNDABLE, PaymentStatus, check_transition
 
 S = PaymentStatus
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 # Called with a payment id after a confirm settled (e.g. to apply webhooks that came early).
 ConfirmListener = Callable[[str], Awaitable[object]]

@@ -267,6 +267,18 @@ class ReconcileService:
             after = (refunds[-1].created_at, refunds[-1].id)
         if apply:
             report.webhooks_applied = await self.webhooks.retry_pending()
+        for event_id in await self.webhooks.waiting_payment_events():
+            report.items.append(
+                Drift(
+                    event_id,
+                    "payment",
+                    "order_charged_twice",
+                    "paid under another intent",
+                    "captured or authorized (webhook event)",
+                    "none: proposed refund of that intent at the gateway; check manually",
+                    False,
+                )
+            )
         for event_id in await self.webhooks.waiting_refund_events():
             report.items.append(
                 Drift(

@@ -46,6 +46,24 @@ class WebhookRepository:
         )
         return list(await self.session.scalars(query))
 
+    async def pending_about_another_intent(
+        self, limit: int, types: Collection[str]
+    ) -> Sequence[str]:
+        """Pending events about an intent of one of our payments other than its own."""
+        query = (
+            select(WebhookEvent.id)
+            .join(Payment, Payment.id == WebhookEvent.payment_id)
+            .where(
+                WebhookEvent.status == InboxStatus.PENDING,
+                WebhookEvent.type.in_(sorted(types)),
+                Payment.gateway_reference.is_not(None),
+                Payment.gateway_reference != WebhookEvent.payment_reference,
+            )
+            .order_by(WebhookEvent.received_at, WebhookEvent.id)
+            .limit(limit)
+        )
+        return list(await self.session.scalars(query))
+
     async def pending_with_known_payment(
         self, limit: int, types: Collection[str] | None = None
     ) -> Sequence[str]:

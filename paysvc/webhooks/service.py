@@ -26,6 +26,7 @@ from paysvc.clock import Clock
 from paysvc.db.engine import Database
 from paysvc.disputes.service import DisputeService
 from paysvc.errors import InvalidRequest, MalformedRequest
+from paysvc.gateways.base import GatewayPaymentStatus
 from paysvc.metrics import Metrics
 from paysvc.payments.models import Payment
 from paysvc.payments.repository import PaymentRepository
@@ -73,6 +74,7 @@ DISPUTE_EVENTS = frozenset(
     {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
 )
 HANDLED = PAYMENT_EVENTS | REFUND_EVENTS | DISPUTE_EVENTS
+MONEY_TAKEN = frozenset({GatewayPaymentStatus.CAPTURED, GatewayPaymentStatus.AUTHORIZED})
 
 
 class WebhookService:
@@ -184,6 +186,17 @@ class WebhookService:
 
         return await self.db.run(find, write=False)
 
+    async def waiting_payment_events(self, limit: int = 200) -> Sequence[str]:
+        """Payment events about another intent of a payment we know that holds money: the
+        order paid twice (reconciliation reports them for a human)."""
+
+        async def find(session: AsyncSession) -> Sequence[str]:
+            return await WebhookRepository(session).pending_about_another_intent(
+                limit, PAYMENT_EVENTS
+            )
+
+        return await self.db.run(find, write=False)
+
     async def _retry_all(self, event_ids: Sequence[str]) -> int:
         applied = 0
         for event_id in event_ids:
@@ -229,6 +242,18 @@ class WebhookService:
             and payment.gateway_reference is not None
             and link.reference != payment.gateway_reference
         ):
+            # Another intent of this payment. If it holds money, the order is paid twice: kept
+            # pending, reported by every reconcile run (`order_charged_twice`), never ignored.
+            other = payment_from_intent(obj) if row.type in PAYMENT_EVENTS else None
+            if other is not None and other.status in MONEY_TAKEN:
+                log.warning(
+                    "payment %s: the gateway holds %s under another intent %s; reported as "
+                    "order_charged_twice",
+                    payment.id,
+                    other.status,
+                    other.reference,
+                )
+                return InboxStatus.PENDING
             return InboxStatus.IGNORED  # about an earlier, abandoned intent of this payment
         try:
             if row.type in PAYMENT_EVENTS:

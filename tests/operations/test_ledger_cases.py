@@ -495,3 +495,27 @@ async def test_the_payment_row_no_longer_carries_markers(container: Container) -
     )
     async with container.db.transaction(write=False) as session:
         assert list(await session.scalars(select(Operation))) == []
+
+
+async def test_case2_money_under_another_intent_of_a_payment_is_reported_never_ignored(
+    env: Env,
+) -> None:
+    payment = await env.api.paid()
+    other = {
+        "id": "pi_someone_else",
+        "object": "payment_intent",
+        "status": "succeeded",
+        "amount": 1999,
+        "amount_received": 1999,
+        "currency": "usd",
+        "metadata": {"paysvc_payment_id": payment["id"]},
+    }
+    payload = event("payment_intent.succeeded", other)
+    assert (await deliver(env.client, payload))["status"] == "pending"
+    for _ in range(2):  # every run, until a human sorts it out
+        report = await env.reconcile()
+        [item] = report.items
+        assert (item.id, item.kind, item.fixable) == (payload["id"], "order_charged_twice", False)
+    assert (await env.api.get(f"/payments/{payment['id']}"))["gateway_reference"] == payment[
+        "gateway_reference"
+    ]
