@@ -164,7 +164,10 @@ def test_version() -> None:
 
 
 def test_completion_script_is_offered() -> None:
-    result = runner.invoke(app, ["--show-completion", "bash"], env={"SHELL": "/bin/bash"})
+    # The shell named, not detected: CI runs without a terminal or a parent shell to detect.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
+        result = runner.invoke(app, ["--show-completion", "bash"])
     assert result.exit_code == 0, result.output
     assert "_PAYSVC_COMPLETE" in result.stdout
     assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
