@@ -138,6 +138,7 @@ def _gateways(
     wrap: Callable[[Gateway], Gateway] | None,
 ) -> Gateways:
     chain: list[Gateway] = []
+    sandbox: SandboxGateway | None = None
     for name in settings.payment_gateways:
         if name == "stripe":
             assert settings.stripe_secret_key is not None  # Settings refuses stripe without it
@@ -152,7 +153,8 @@ def _gateways(
                 )
             )
         else:
-            chain.append(SandboxGateway(db, clock))
+            sandbox = SandboxGateway(db, clock, settings.public_url)
+            chain.append(sandbox)
     if wrap is not None:
         chain = [wrap(gateway) for gateway in chain]
     # Every gateway call is counted and timed (the one seam), under the gateway's own name.
@@ -161,4 +163,4 @@ def _gateways(
     metrics.watch_circuits(
         lambda: [(name, str(b.state(clock.now()))) for name, b in failover.breakers.items()]
     )
-    return Gateways(failover)
+    return Gateways(failover, sandbox)

@@ -90,6 +90,8 @@ class Settings:
     operation_stale_seconds: float = 45.0
     request_timeout: float = 10.0  # seconds to receive a request's headers, then its body
     max_connections_per_ip: int = 100  # concurrent connections of one client IP; 0 = no cap
+    # Where browsers reach this service (the sandbox's 3-D Secure page links to it).
+    public_url: str = "http://localhost:8009"
 
     @property
     def timing(self) -> Timing:
@@ -175,6 +177,7 @@ class Settings:
         if not payable:
             raise ConfigError("ORDER_PAYABLE_STATUSES", "must list at least one status")
 
+        port = _number(get, "PORT", "8009", int, 1, 65535)
         tls_cert, tls_key = get("TLS_CERT_FILE"), get("TLS_KEY_FILE")
         if bool(tls_cert) != bool(tls_key):
             raise ConfigError(
@@ -212,7 +215,7 @@ class Settings:
                 get, "PCI_COMPLIANCE_MODE", "strict", ("strict", "permissive")
             ),
             host=get("HOST") or "0.0.0.0",  # noqa: S104 - a service listens on all interfaces
-            port=_number(get, "PORT", "8009", int, 1, 65535),
+            port=port,
             tls_cert_file=_existing_file("TLS_CERT_FILE", tls_cert),
             tls_key_file=_existing_file("TLS_KEY_FILE", tls_key),
             rate_limit_per_second=_number(get, "RATE_LIMIT_PER_SECOND", "100", float, 0.001, 1e9),
@@ -228,6 +231,7 @@ class Settings:
             operation_stale_seconds=stale,
             request_timeout=_number(get, "REQUEST_TIMEOUT", "10", float, 0.05, 3600.0),
             max_connections_per_ip=_number(get, "MAX_CONNECTIONS_PER_IP", "100", int, 0, 10**6),
+            public_url=_url(get, "PUBLIC_URL", _default_public_url(port, bool(tls_cert))),
         )
 
 
@@ -262,6 +266,10 @@ def _storage_url(url: str | None) -> str | None:
             "RATE_LIMIT_STORAGE_URL", "must be a redis://, rediss:// or memory:// URL"
         )
     return url
+
+
+def _default_public_url(port: int, tls: bool) -> str:
+    return f"{'https' if tls else 'http'}://localhost:{port}"
 
 
 def parse_key(variable: str, text: str) -> bytes:

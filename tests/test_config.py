@@ -43,6 +43,7 @@ BAD: list[tuple[dict[str, str], str]] = [
     ({"EVENTS_DESTINATIONS": "order,email"}, "EVENTS_DESTINATIONS"),
     ({"EVENTS_DESTINATIONS": "order-status"}, "ORDER_SERVICE_TOKEN"),
     ({"ORDER_VALIDATION": "lenient"}, "ORDER_VALIDATION"),
+    ({"PUBLIC_URL": "shop.example.com"}, "PUBLIC_URL"),
     ({"PAYMENT_GATEWAY": "paypal"}, "PAYMENT_GATEWAY"),
     ({"PAYMENT_GATEWAY": "sandbox,sandbox"}, "PAYMENT_GATEWAY"),
     ({"PAYMENT_GATEWAY": "stripe"}, "STRIPE_SECRET_KEY"),
@@ -316,3 +317,9 @@ def test_log_level_and_rate_limit_storage(tmp_path: Path) -> None:
     )
     defaults = Settings.from_env(env(tmp_path))
     assert (defaults.log_level, defaults.rate_limit_storage_url) == ("INFO", None)
+
+
+def test_public_url_follows_port_and_tls_unless_set(tmp_path: Path) -> None:
+    assert Settings.from_env(env(tmp_path, PORT="9000")).public_url == "http://localhost:9000"
+    explicit = Settings.from_env(env(tmp_path, PUBLIC_URL="https://pay.example.com/"))
+    assert explicit.public_url == "https://pay.example.com"

@@ -31,7 +31,7 @@ from paysvc.gateways.base import (
 from paysvc.gateways.registry import Gateways
 from paysvc.logs import payment_id_var
 from paysvc.metrics import Metrics
-from paysvc.operations.completer import Completer
+from paysvc.operations.completer import AUTHENTICATED, WAITING, Completer
 from paysvc.operations.states import OperationStatus
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import PaymentService, gateway_target
@@ -61,9 +61,18 @@ AGREES: dict[GatewayPaymentStatus, frozenset[PaymentStatus]] = {
     G.CANCELED: frozenset({S.CANCELLED, S.FAILED}),
     G.FAILED: frozenset({S.FAILED}),
     G.PROCESSING: frozenset({S.PROCESSING}),
+    G.REQUIRES_ACTION: frozenset({S.REQUIRES_ACTION}),
 }
 # Completer results that are news for a report (the others: nothing was due).
-_QUIET = ("not due yet", "already settled", "settled meanwhile", "no answer yet")
+# The normal course of things, not drift (3-D Secure payments settle by lookup too).
+_QUIET = (
+    "not due yet",
+    "already settled",
+    "settled meanwhile",
+    "no answer yet",
+    WAITING,
+    AUTHENTICATED,
+)
 
 
 @dataclass(frozen=True, slots=True)

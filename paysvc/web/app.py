@@ -28,6 +28,7 @@ from paysvc.web.handlers import (
     orders,
     payments,
     refunds,
+    sandbox,
     webhooks,
 )
 from paysvc.web.handlers.webhooks import FAILED_VERIFICATIONS, failure_buckets
@@ -93,6 +94,9 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(events.routes)
     app.add_routes(orders.routes)
     setup_docs(app)  # the spec is built at start-up, from every route added by then
+    # After the spec is built: a page for the customer's browser, not part of the API.
+    if "sandbox" in settings.payment_gateways:  # its 3-D Secure page exists only with it
+        app.add_routes(sandbox.routes)
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         # Which keys this instance writes with and reads (`keys status`, rolling rotations).
