@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paysvc.background import Wakeable
 from paysvc.clock import Clock, rfc3339
 from paysvc.db.engine import Database
 from paysvc.events import metrics
@@ -90,7 +91,7 @@ def backoff(attempts: int) -> dt.timedelta:
     return dt.timedelta(seconds=base * random.uniform(0.8, 1.2))
 
 
-class Dispatcher:
+class Dispatcher(Wakeable):
     def __init__(
         self,
         db: Database,
@@ -109,15 +110,7 @@ class Dispatcher:
         self.endpoints = endpoints
         self.idle = idle
         self.batch = batch
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+        super().__init__()
 
     async def run(self) -> None:
         """Until `stop()`: deliver what is due, then sleep until woken, until the next retry is
