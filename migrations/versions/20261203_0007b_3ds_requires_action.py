@@ -1,7 +1,7 @@
 """3-D Secure: requires_action holds the order, next_action, the sandbox's challenges
 
 Revision ID: 0008_3ds
-Revises: webhook_payload_enc
+Revises: 0007
 Create Date: 2026-12-03 13:20:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_3ds"
-down_revision: str | Sequence[str] | None = "webhook_payload_enc"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """webhook payloads encrypted at rest
 
 Revision ID: webhook_payload_enc
-Revises: 0007
+Revises: payment_daily_totals
 Create Date: 2026-12-03 13:30:00
 
 `webhook_events.payload` (Stripe's JSON as received: client secrets, receipt emails, billing
@@ -13,6 +13,7 @@ refuses when there are rows to convert.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -21,10 +22,13 @@ from alembic import context, op
 from paysvc.keys.keyring import Keyring
 
 revision: str = "webhook_payload_enc"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "payment_daily_totals"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+KEYS_IN_USE = sa.table(
+    "encryption_keys_in_use", sa.column("key_id", sa.String), sa.column("since", sa.DateTime)
+)
 EVENTS = sa.table(
     "webhook_events",
     sa.column("id", sa.String),
@@ -59,6 +63,16 @@ def upgrade() -> None:
                 EVENTS.update()
                 .where(EVENTS.c.id == event_id)
                 .values(payload_enc=keyring.encrypt(payload, _associated(event_id)))
+            )
+        # Stored data is now under this key: on the record of keys in use (keys status).
+        known = bind.execute(
+            sa.select(KEYS_IN_USE.c.key_id).where(KEYS_IN_USE.c.key_id == keyring.active_id)
+        ).first()
+        if known is None:
+            bind.execute(
+                KEYS_IN_USE.insert().values(
+                    key_id=keyring.active_id, since=dt.datetime.now(dt.UTC)
+                )
             )
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
         batch_op.drop_column("payload")

@@ -1,7 +1,7 @@
 """outbox events and order cancellations
 
 Revision ID: outbox_events
-Revises: payment_daily_totals
+Revises: webhook_payload_enc
 Create Date: 2026-12-03 12:56:04.473626
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 
 
 revision: str = 'outbox_events'
-down_revision: str | Sequence[str] | None = 'payment_daily_totals'
+down_revision: str | Sequence[str] | None = 'webhook_payload_enc'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
