@@ -118,9 +118,9 @@ def verify(
         )
         if result.ok and expected is not None:
             problem = await chain.check_head(container.db, *expected)
-            if problem is not None:  # no checkpoint at a head that is not the one recorded
+            if problem is not None:
                 return dataclasses.replace(result, ok=False, first_bad=expected[1], problem=problem)
-        await chain.save_checkpoint(container.db, container.keyring, result)
+        await chain.save_checkpoint(container.db, container.keyring, result)  # only when ok
         return result
 
     result = run_async(with_container(work))

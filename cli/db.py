@@ -19,7 +19,9 @@ def keyring(config: Settings) -> Keyring:
     """The service keys, for migrations that encrypt or decrypt stored values."""
     from paysvc.keys.keyring import Keyring
 
-    return Keyring(config.encryption_key, config.encryption_keys_retired)
+    return Keyring(
+        config.encryption_key, config.encryption_keys_retired, config.encryption_keys_next
+    )
 
 
 @app.command()

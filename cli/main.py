@@ -18,6 +18,7 @@ from cli import (
     admin,
     audit,
     db,
+    events,
     idempotency,
     keys,
     payments,
@@ -122,6 +123,7 @@ app.add_typer(idempotency.app, name="idempotency")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(admin.app, name="admin")
+app.add_typer(events.app, name="events")
 
 if __name__ == "__main__":
     app()

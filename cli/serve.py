@@ -65,9 +65,9 @@ def serve(
         tls = tls_context(config.tls_cert_file, config.tls_key_file)
     bind_host, bind_port = host or config.host, port or config.port
     try:
-        # uvloop: less CPU per request than asyncio's (scripts/bench)
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
-            loop_runner.run(_serve(config, bind_host, bind_port, tls))
+        # uvloop: less CPU per request than asyncio's loop (scripts/bench)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(config, bind_host, bind_port, tls))
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             fail(f"port {bind_port} is in use (another paysvc serve?)", error_code="port_in_use")

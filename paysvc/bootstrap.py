@@ -16,6 +16,8 @@ from paysvc.clock import Clock, SystemClock
 from paysvc.config import Settings
 from paysvc.db.engine import Database
 from paysvc.disputes.service import DisputeService
+from paysvc.events.outbox import Outbox, enabled_destinations
+from paysvc.events.service import EventService
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.instrumented import InstrumentedGateway
@@ -26,6 +28,8 @@ from paysvc.keys.keyring import Keyring
 from paysvc.metrics import Metrics
 from paysvc.operations.completer import Completer
 from paysvc.operations.service import Ledger
+from paysvc.orders.service import OrderService
+from paysvc.orders.validation import OrderValidator
 from paysvc.payments.service import PaymentService
 from paysvc.reconcile.service import ReconcileService
 from paysvc.refunds.service import RefundService
@@ -51,6 +55,9 @@ class Container:
     admin: AdminService
     audit_trail: AuditTrail
     metrics: Metrics
+    outbox: Outbox
+    events: EventService
+    orders: OrderService
 
     async def close(self) -> None:
         await self.gateways.close()
@@ -74,7 +81,13 @@ def build_container(
     audit = AuditLog(clock)
     timing = settings.timing
     ledger = Ledger(gateways, clock, timing)
-    payments = PaymentService(db, gateways, clock, audit, ledger, metrics)
+    outbox = Outbox(
+        clock,
+        enabled_destinations(settings.events_destinations, settings.notification_service_url),
+    )
+    payments = PaymentService(db, gateways, clock, audit, ledger, outbox, metrics)
+    if settings.order_validation == "strict":
+        payments.order_validator = OrderValidator(settings.order_payable_statuses)
     refunds = RefundService(db, gateways, clock, audit, payments)
     payments.refund_remainder = refunds.refund_remainder  # cancel with refund_if_captured
     payments.refund_projector = refunds.project  # the projection of refund operations
@@ -85,6 +98,14 @@ def build_container(
     )
     # Webhooks that arrived before their payment had a gateway reference apply right away.
     payments.confirm_listeners.append(webhooks.retry_for_payment)
+    orders = OrderService(db, clock, audit, payments, refunds)
+    # A confirm that settles a payment of a cancelled order releases the money again at once;
+    # after every applying completer pass, so are those whose operations it settled.
+    payments.confirm_listeners.append(orders.settle_payment)
+    reconcile = ReconcileService(
+        db, gateways, payments, webhooks, clock, refunds, completer, metrics
+    )
+    reconcile.after_completion.append(orders.settle_cancelled)
     return Container(
         settings=settings,
         clock=clock,
@@ -98,12 +119,13 @@ def build_container(
         disputes=disputes,
         webhooks=webhooks,
         completer=completer,
-        reconcile=ReconcileService(
-            db, gateways, payments, webhooks, clock, refunds, completer, metrics
-        ),
+        reconcile=reconcile,
         idempotency=IdempotencyService(db, clock, audit, stale_after=timing.idempotency_takeover),
         admin=AdminService(db, payments, clock, audit),
         audit_trail=AuditTrail(db, audit),
+        outbox=outbox,
+        events=EventService(db, clock, audit, outbox),
+        orders=orders,
         metrics=metrics,
     )
 
@@ -116,6 +138,7 @@ def _gateways(
     wrap: Callable[[Gateway], Gateway] | None,
 ) -> Gateways:
     chain: list[Gateway] = []
+    sandbox: SandboxGateway | None = None
     for name in settings.payment_gateways:
         if name == "stripe":
             assert settings.stripe_secret_key is not None  # Settings refuses stripe without it
@@ -130,7 +153,8 @@ def _gateways(
                 )
             )
         else:
-            chain.append(SandboxGateway(db, clock))
+            sandbox = SandboxGateway(db, clock, settings.public_url)
+            chain.append(sandbox)
     if wrap is not None:
         chain = [wrap(gateway) for gateway in chain]
     # Every gateway call is counted and timed (the one seam), under the gateway's own name.
@@ -139,4 +163,4 @@ def _gateways(
     metrics.watch_circuits(
         lambda: [(name, str(b.state(clock.now()))) for name, b in failover.breakers.items()]
     )
-    return Gateways(failover)
+    return Gateways(failover, sandbox)

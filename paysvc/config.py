@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from paysvc.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///./payment_service.db"
+EVENT_DESTINATIONS = ("order", "notification", "order-status")
 
 Getter = Callable[[str], str | None]
 N = TypeVar("N", int, float)
@@ -79,11 +80,18 @@ class Settings:
     rate_limit_per_second: float
     rate_limit_burst: int
     reconcile_interval: float = 30.0  # seconds between background passes; 0 turns it off
+    events_signing_secrets: tuple[str, ...] = ()  # whsec_…; the first signs, all sign
+    events_destinations: tuple[str, ...] = ("order", "notification")
+    order_service_token: str | None = None
+    order_validation: str = "off"
+    order_payable_statuses: tuple[str, ...] = ("pending", "confirmed")
     log_level: str = "INFO"
     rate_limit_storage_url: str | None = None  # redis://…: buckets shared by every instance
     operation_stale_seconds: float = 45.0
     request_timeout: float = 10.0  # seconds to receive a request's headers, then its body
     max_connections_per_ip: int = 100  # concurrent connections of one client IP; 0 = no cap
+    # Where browsers reach this service (the sandbox's 3-D Secure page links to it).
+    public_url: str = "http://localhost:8009"
 
     @property
     def timing(self) -> Timing:
@@ -137,6 +145,39 @@ class Settings:
         if "stripe" in gateways and not stripe_key:
             raise ConfigError("STRIPE_SECRET_KEY", "is required when PAYMENT_GATEWAY uses stripe")
 
+        events_secrets = tuple(
+            parse_webhook_secret("EVENTS_SIGNING_SECRET", part.strip())
+            for part in (
+                get("EVENTS_SIGNING_SECRET")
+                or _generated_secret(
+                    sqlite_dir, "EVENTS_SIGNING_SECRET", ".paysvc-events-secret", new_webhook_secret
+                )
+            ).split(",")
+            if part.strip()
+        )
+        destinations = tuple(
+            part.strip().lower()
+            for part in (get("EVENTS_DESTINATIONS") or "order,notification").split(",")
+            if part.strip()
+        )
+        if any(d not in EVENT_DESTINATIONS for d in destinations):
+            raise ConfigError(
+                "EVENTS_DESTINATIONS", f"must list some of {', '.join(EVENT_DESTINATIONS)}"
+            )
+        order_token = get("ORDER_SERVICE_TOKEN")
+        if "order-status" in destinations and not order_token:
+            raise ConfigError(
+                "ORDER_SERVICE_TOKEN", "is required when EVENTS_DESTINATIONS lists order-status"
+            )
+        payable = tuple(
+            part.strip().lower()
+            for part in (get("ORDER_PAYABLE_STATUSES") or "pending,confirmed").split(",")
+            if part.strip()
+        )
+        if not payable:
+            raise ConfigError("ORDER_PAYABLE_STATUSES", "must list at least one status")
+
+        port = _number(get, "PORT", "8009", int, 1, 65535)
         tls_cert, tls_key = get("TLS_CERT_FILE"), get("TLS_KEY_FILE")
         if bool(tls_cert) != bool(tls_key):
             raise ConfigError(
@@ -174,17 +215,23 @@ class Settings:
                 get, "PCI_COMPLIANCE_MODE", "strict", ("strict", "permissive")
             ),
             host=get("HOST") or "0.0.0.0",  # noqa: S104 - a service listens on all interfaces
-            port=_number(get, "PORT", "8009", int, 1, 65535),
+            port=port,
             tls_cert_file=_existing_file("TLS_CERT_FILE", tls_cert),
             tls_key_file=_existing_file("TLS_KEY_FILE", tls_key),
             rate_limit_per_second=_number(get, "RATE_LIMIT_PER_SECOND", "100", float, 0.001, 1e9),
             rate_limit_burst=_number(get, "RATE_LIMIT_BURST", "200", int, 1, 10**9),
             reconcile_interval=_number(get, "RECONCILE_INTERVAL", "30", float, 0.0, 86400.0),
+            events_signing_secrets=events_secrets,
+            events_destinations=destinations,
+            order_service_token=order_token,
+            order_validation=_choice(get, "ORDER_VALIDATION", "off", ("off", "strict")),
+            order_payable_statuses=payable,
             log_level=_choice(get, "LOG_LEVEL", "info", LOG_LEVELS).upper(),
             rate_limit_storage_url=_storage_url(get("RATE_LIMIT_STORAGE_URL")),
             operation_stale_seconds=stale,
             request_timeout=_number(get, "REQUEST_TIMEOUT", "10", float, 0.05, 3600.0),
             max_connections_per_ip=_number(get, "MAX_CONNECTIONS_PER_IP", "100", int, 0, 10**6),
+            public_url=_url(get, "PUBLIC_URL", _default_public_url(port, bool(tls_cert))),
         )
 
 
@@ -221,6 +268,10 @@ def _storage_url(url: str | None) -> str | None:
     return url
 
 
+def _default_public_url(port: int, tls: bool) -> str:
+    return f"{'https' if tls else 'http'}://localhost:{port}"
+
+
 def parse_key(variable: str, text: str) -> bytes:
     try:
         raw = base64.b64decode(text.strip(), validate=True)
@@ -229,6 +280,23 @@ def parse_key(variable: str, text: str) -> bytes:
     if len(raw) != 32:
         raise ConfigError(variable, f"must be 32 bytes once decoded (got {len(raw)})")
     return raw
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks signing secret: `whsec_` + 32 random bytes, base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def parse_webhook_secret(variable: str, text: str) -> str:
+    """`whsec_<base64 of 24 to 64 bytes>` (the Standard Webhooks format)."""
+    body = text.removeprefix("whsec_")
+    try:
+        raw = base64.b64decode(body, validate=True)
+    except ValueError:
+        raw = b""
+    if not text.startswith("whsec_") or not 24 <= len(raw) <= 64:
+        raise ConfigError(variable, "must be whsec_ followed by 24 to 64 random bytes, base64")
+    return text
 
 
 def sqlite_path(url: str) -> Path | None:

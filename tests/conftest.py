@@ -32,6 +32,7 @@ from paysvc.web.app import create_app
 
 JWT_SECRET = "test-secret-" + "x" * 40
 ENCRYPTION_KEY = base64.b64encode(b"k" * 32).decode()
+EVENTS_SECRET = "whsec_" + base64.b64encode(b"e" * 32).decode()
 BACKEND = os.environ.get("PAYSVC_TEST_BACKEND", "sqlite")
 
 
@@ -89,6 +90,7 @@ def make_settings(database_url: str, **overrides: str) -> Settings:
         "DATABASE_URL": database_url,
         "JWT_SECRET_KEY": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "EVENTS_SIGNING_SECRET": EVENTS_SECRET,
         "PAYMENT_GATEWAY": "sandbox",
         "RATE_LIMIT_PER_SECOND": "100000",
         "RATE_LIMIT_BURST": "100000",

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from paysvc.config import Settings
 from paysvc.errors import ConfigError
-from tests.conftest import ENCRYPTION_KEY, JWT_SECRET
+from tests.conftest import ENCRYPTION_KEY, EVENTS_SECRET, JWT_SECRET
 
 
 def env(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -21,6 +21,7 @@ def env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "DATABASE_URL": f"sqlite:///{tmp_path}/paysvc.db",
         "JWT_SECRET_KEY": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "EVENTS_SIGNING_SECRET": EVENTS_SECRET,
     }
     base.update(overrides)
     return base
@@ -37,6 +38,12 @@ BAD: list[tuple[dict[str, str], str]] = [
     ({"AUTH_SERVICE_URL": "localhost:8001"}, "AUTH_SERVICE_URL"),
     ({"ORDER_SERVICE_URL": "ftp://orders"}, "ORDER_SERVICE_URL"),
     ({"NOTIFICATION_SERVICE_URL": "nope"}, "NOTIFICATION_SERVICE_URL"),
+    ({"EVENTS_SIGNING_SECRET": "plain-text"}, "EVENTS_SIGNING_SECRET"),
+    ({"EVENTS_SIGNING_SECRET": "whsec_c2hvcnQ="}, "EVENTS_SIGNING_SECRET"),  # 5 bytes
+    ({"EVENTS_DESTINATIONS": "order,email"}, "EVENTS_DESTINATIONS"),
+    ({"EVENTS_DESTINATIONS": "order-status"}, "ORDER_SERVICE_TOKEN"),
+    ({"ORDER_VALIDATION": "lenient"}, "ORDER_VALIDATION"),
+    ({"PUBLIC_URL": "shop.example.com"}, "PUBLIC_URL"),
     ({"PAYMENT_GATEWAY": "paypal"}, "PAYMENT_GATEWAY"),
     ({"PAYMENT_GATEWAY": "sandbox,sandbox"}, "PAYMENT_GATEWAY"),
     ({"PAYMENT_GATEWAY": "stripe"}, "STRIPE_SECRET_KEY"),
@@ -115,13 +122,16 @@ def test_generated_secrets_beside_sqlite_are_0600_and_reused(tmp_path: Path) -> 
     first = Settings.from_env(plain)
     jwt_file = database.parent / ".paysvc-jwt-secret"
     key_file = database.parent / ".paysvc-encryption-key"
-    for path in (jwt_file, key_file):
+    events_file = database.parent / ".paysvc-events-secret"
+    for path in (jwt_file, key_file, events_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(first.jwt_secret_key) >= 32
     assert len(first.encryption_key) == 32
     second = Settings.from_env(plain)
     assert second.jwt_secret_key == first.jwt_secret_key
     assert second.encryption_key == first.encryption_key
+    (secret,) = first.events_signing_secrets
+    assert secret.startswith("whsec_") and second.events_signing_secrets == (secret,)
     # Another database directory gets its own secrets.
     elsewhere = Settings.from_env({"DATABASE_URL": f"sqlite:///{tmp_path}/other/p.db"})
     assert elsewhere.jwt_secret_key != first.jwt_secret_key
@@ -144,7 +154,7 @@ def test_explicit_secrets_are_not_written(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "url", ["postgresql://postgres@db/pay", "postgresql+asyncpg://db/pay", "sqlite://"]
 )
-@pytest.mark.parametrize("missing", ["JWT_SECRET_KEY", "ENCRYPTION_KEY"])
+@pytest.mark.parametrize("missing", ["JWT_SECRET_KEY", "ENCRYPTION_KEY", "EVENTS_SIGNING_SECRET"])
 def test_generated_secrets_refused_without_a_sqlite_file(
     tmp_path: Path, url: str, missing: str
 ) -> None:
@@ -178,6 +188,7 @@ def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
         assert len(seen) == 1
         assert sorted(p.name for p in (tmp_path / str(trial)).iterdir()) == [
             ".paysvc-encryption-key",
+            ".paysvc-events-secret",
             ".paysvc-jwt-secret",
         ]
 
@@ -203,6 +214,28 @@ def test_serve_with_a_bad_setting_exits_1_with_one_line(
     assert variable in lines[0]
     assert result.stdout == ""
     assert not (tmp_path / "paysvc.db").exists()  # stopped before touching the database
+
+
+def test_events_and_order_settings(tmp_path: Path) -> None:
+    second = "whsec_" + base64.b64encode(b"s" * 24).decode()
+    settings = Settings.from_env(
+        env(
+            tmp_path,
+            EVENTS_SIGNING_SECRET=f"{EVENTS_SECRET}, {second}",
+            EVENTS_DESTINATIONS="order, Order-Status",
+            ORDER_SERVICE_TOKEN="svc-token",
+            ORDER_VALIDATION="STRICT",
+            ORDER_PAYABLE_STATUSES="PENDING, awaiting_payment",
+        )
+    )
+    assert settings.events_signing_secrets == (EVENTS_SECRET, second)
+    assert settings.events_destinations == ("order", "order-status")
+    assert settings.order_validation == "strict"
+    assert settings.order_payable_statuses == ("pending", "awaiting_payment")
+    defaults = Settings.from_env(env(tmp_path))
+    assert defaults.events_destinations == ("order", "notification")
+    assert defaults.order_validation == "off"
+    assert defaults.order_payable_statuses == ("pending", "confirmed")
 
 
 def test_ledger_timing_comes_from_one_setting_in_order(tmp_path: Path) -> None:
@@ -284,3 +317,9 @@ def test_log_level_and_rate_limit_storage(tmp_path: Path) -> None:
     )
     defaults = Settings.from_env(env(tmp_path))
     assert (defaults.log_level, defaults.rate_limit_storage_url) == ("INFO", None)
+
+
+def test_public_url_follows_port_and_tls_unless_set(tmp_path: Path) -> None:
+    assert Settings.from_env(env(tmp_path, PORT="9000")).public_url == "http://localhost:9000"
+    explicit = Settings.from_env(env(tmp_path, PUBLIC_URL="https://pay.example.com/"))
+    assert explicit.public_url == "https://pay.example.com"

@@ -1,7 +1,7 @@
 """list indexes: (status, created_at, id) for payments, audit filters with their keyset order
 
 Revision ID: list_indexes
-Revises: 0007
+Revises: 0008_3ds
 Create Date: 2026-12-03 13:00:00
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "list_indexes"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0008_3ds"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -144,6 +144,12 @@ class AdminService:
                     f"Cannot move a payment from {previous} to {target}", param="status"
                 )
             check_transition(previous, target)
+            if target == S.REQUIRES_ACTION:
+                raise StateConflict(
+                    "requires_action comes from the gateway only (it carries the customer's "
+                    "next action)",
+                    param="status",
+                )
             if target in REFUND_STATUSES:
                 raise StateConflict(
                     "Refunded amounts change only through a refund: POST /payments/{id}/refunds",

@@ -76,6 +76,7 @@ from paysvc.audit.integrity import (
     sealed_mac,
 )
 from paysvc.audit.models import AuditCheckpoint
+from paysvc.background import Wakeable
 from paysvc.clock import rfc3339
 from paysvc.db.engine import Database
 from paysvc.keys.keyring import Keyring
@@ -198,7 +199,7 @@ async def _seal_batch(
     return sealed, cursor, len(batch) == limit, head
 
 
-class AuditSealer:
+class AuditSealer(Wakeable):
     """Background sealer: `wake()` after a commit (cheap, never blocks), seals at least every
     `interval` seconds. Run `run()` as a task for the lifetime of the app; one per process is
     enough, several processes are safe.
@@ -213,15 +214,7 @@ class AuditSealer:
         self.db = db
         self.keyring = keyring
         self.interval = interval
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+        super().__init__()
 
     async def run(self) -> None:
         while True:

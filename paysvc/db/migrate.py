@@ -16,7 +16,7 @@ from paysvc.errors import ConfigError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-    from paysvc.keys.keyring import Keyring
+from paysvc.keys.keyring import Keyring
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def alembic_config(
     url: str, output: io.StringIO | None = None, keyring: Keyring | None = None
 ) -> Config:
-    """`keyring` (the service keys) lets a data migration encrypt or decrypt stored values
-    (a revision that needs it refuses to touch such rows without it)."""
+    """`keyring` (the service keys) lets a data migration encrypt or decrypt stored values;
+    `migration_keyring()` in a revision refuses to touch such rows without it."""
     from alembic.config import Config  # Alembic is loaded only by what migrates
 
     config = Config(str(ROOT / "alembic.ini"), stdout=output or io.StringIO())
@@ -114,11 +114,13 @@ def _main() -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from paysvc.config import Settings
-    from paysvc.keys.keyring import Keyring
 
-    # The same environment as the parent (`paysvc serve`): its keys, for data migrations.
-    settings = Settings.from_env()
-    keyring = Keyring(settings.encryption_key, settings.encryption_keys_retired)
+    # The service keys, for data migrations that encrypt stored values (the parent checked
+    # the configuration already; the child reads the same environment).
+    config = Settings.from_env(os.environ)
+    keyring = Keyring(
+        config.encryption_key, config.encryption_keys_retired, config.encryption_keys_next
+    )
     try:
         upgrade(os.environ[_URL_VARIABLE], keyring=keyring)
     except CommandError as error:

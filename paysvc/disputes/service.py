@@ -11,6 +11,7 @@ from paysvc.db.engine import Database
 from paysvc.db.pagination import Page
 from paysvc.disputes.models import Dispute
 from paysvc.disputes.repository import DisputeRepository
+from paysvc.disputes.schemas import render_dispute
 from paysvc.disputes.states import CLOSED, MARKS_PAYMENT, may_move
 from paysvc.errors import PermissionDenied
 from paysvc.ids import new_id
@@ -99,4 +100,5 @@ class DisputeService:
                 "payment_disputed": payment.disputed,
             },
         )
+        self.payments.outbox.record(session, f"dispute.{change}", payment, render_dispute(dispute))
         return True

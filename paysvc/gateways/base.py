@@ -23,6 +23,7 @@ class GatewayPaymentStatus(enum.StrEnum):
     CANCELED = "canceled"
     FAILED = "failed"  # declined / requires_payment_method after a failed attempt
     PROCESSING = "processing"  # the gateway itself has not decided yet
+    REQUIRES_ACTION = "requires_action"  # the customer must authenticate (3-D Secure)
 
 
 class GatewayRefundStatus(enum.StrEnum):
@@ -48,6 +49,28 @@ class Decline:
 
 
 @dataclass(frozen=True, slots=True)
+class NextAction:
+    """What the customer must do before the gateway decides (3-D Secure).
+
+    `redirect_to_url`: open `url` in the customer's browser; the gateway sends the browser back
+    to `return_url` afterwards. `use_stripe_sdk`: Stripe.js handles it on the client (no URL).
+    """
+
+    type: str  # "redirect_to_url" | "use_stripe_sdk"
+    url: str | None = None
+    return_url: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The contract's `next_action` object."""
+        if self.type == "redirect_to_url":
+            return {
+                "type": self.type,
+                "redirect_to_url": {"url": self.url, "return_url": self.return_url},
+            }
+        return {"type": self.type}
+
+
+@dataclass(frozen=True, slots=True)
 class ChargeRequest:
     payment_id: str
     order_id: str
@@ -57,6 +80,8 @@ class ChargeRequest:
     payment_method: str
     idempotency_key: str
     metadata: dict[str, str] = field(default_factory=dict)
+    # Where the gateway sends the customer's browser back after authentication (3-D Secure).
+    return_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +96,8 @@ class GatewayPayment:
     decline: Decline | None = None
     # The name of the gateway that holds it (set by StripeGateway and FailoverGateway).
     gateway: str = ""
+    # Set when status is REQUIRES_ACTION and the gateway says what the customer must do.
+    next_action: NextAction | None = None
 
 
 @dataclass(frozen=True, slots=True)

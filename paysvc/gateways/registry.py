@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from paysvc.gateways.base import Gateway
 from paysvc.gateways.failover import FailoverGateway
+from paysvc.gateways.sandbox import SandboxGateway
 
 
 class Gateways:
-    def __init__(self, chain: FailoverGateway) -> None:
+    def __init__(self, chain: FailoverGateway, sandbox: SandboxGateway | None = None) -> None:
         self.primary: Gateway = chain  # takes new payments, in PAYMENT_GATEWAY order
         self._chain = chain
+        # The sandbox itself (not its wrappers), for its 3-D Secure page; None without it.
+        self.sandbox = sandbox
 
     def for_payment(self, name: str) -> Gateway:
         """A payment stays with the gateway that took it for every later operation."""

@@ -48,9 +48,9 @@ from paysvc.gateways.base import (
     RefundRequest,
 )
 from paysvc.gateways.stripe_json import (
-    AUTH_REQUIRED,
     NAME,
     Json,
+    generic_failure,
     obj,
     opt_number,
     opt_text,
@@ -99,7 +99,9 @@ class StripeGateway:
 
         One call means one key, and no PaymentIntent left unconfirmed by a crash between two
         calls. `automatic_payment_methods[allow_redirects]=never` is what Stripe requires to
-        confirm server-side without a `return_url` (card only, no redirects).
+        confirm server-side without a `return_url` (card only, no redirects; a 3-D Secure
+        challenge then comes as `use_stripe_sdk`). With the caller's `return_url`, redirects are
+        allowed and a challenge comes as `redirect_to_url`.
         """
         params: stripe.params.PaymentIntentCreateParams = {
             "amount": request.amount,
@@ -115,7 +117,13 @@ class StripeGateway:
             "expand": ["payment_method"],
         }
         if "automatic_payment_methods" not in self._unsupported:
-            params["automatic_payment_methods"] = {"enabled": True, "allow_redirects": "never"}
+            params["automatic_payment_methods"] = (
+                {"enabled": True}
+                if request.return_url
+                else {"enabled": True, "allow_redirects": "never"}
+            )
+        if request.return_url and "return_url" not in self._unsupported:
+            params["return_url"] = request.return_url
         try:
             intent = await self._call(
                 "charge",
@@ -124,7 +132,10 @@ class StripeGateway:
                 ),
             )
         except GatewayRejected as exc:
-            if not self._learn_unsupported(exc, "automatic_payment_methods"):
+            if not (
+                self._learn_unsupported(exc, "automatic_payment_methods")
+                or self._learn_unsupported(exc, "return_url")
+            ):
                 raise
             return await self.charge(request)
         except CardDeclined as exc:
@@ -133,7 +144,7 @@ class StripeGateway:
             raise
         payment = payment_of(intent.to_dict())
         if payment.status is GatewayPaymentStatus.FAILED:
-            raise CardDeclined(payment.decline or AUTH_REQUIRED, payment)
+            raise CardDeclined(payment.decline or generic_failure(), payment)
         return payment
 
     async def capture(self, reference: str, amount: int, idempotency_key: str) -> GatewayPayment:

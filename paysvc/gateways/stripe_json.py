@@ -21,6 +21,7 @@ from paysvc.gateways.base import (
     GatewayPaymentStatus,
     GatewayRefund,
     GatewayRefundStatus,
+    NextAction,
 )
 
 Json = Mapping[str, Any]
@@ -32,11 +33,12 @@ STATUS = {
     "succeeded": GatewayPaymentStatus.CAPTURED,
     "canceled": GatewayPaymentStatus.CANCELED,
     "processing": GatewayPaymentStatus.PROCESSING,
-    # We confirm at creation, so these mean the attempt failed: declined (requires_payment_method),
-    # or it needs customer authentication (3-D Secure) that this server-side API cannot complete.
+    # We confirm at creation, so these mean the attempt failed (declined, or authentication
+    # failed: requires_payment_method with last_payment_error).
     "requires_payment_method": GatewayPaymentStatus.FAILED,
     "requires_confirmation": GatewayPaymentStatus.FAILED,
-    "requires_action": GatewayPaymentStatus.FAILED,
+    # The customer must authenticate (3-D Secure): `next_action` says how.
+    "requires_action": GatewayPaymentStatus.REQUIRES_ACTION,
 }
 REFUND_STATUS = {
     "pending": GatewayRefundStatus.PENDING,
@@ -45,9 +47,6 @@ REFUND_STATUS = {
     "failed": GatewayRefundStatus.FAILED,
     "canceled": GatewayRefundStatus.FAILED,
 }
-AUTH_REQUIRED = Decline(
-    "authentication_required", None, "The card requires authentication, which is not supported."
-)
 
 
 def safe(message: str | None) -> str:
@@ -81,9 +80,27 @@ def payment_of(data: Json, decline: Decline | None = None) -> GatewayPayment:
         ),
         currency=text(data, "currency").lower(),
         card=_card(data),
-        decline=(decline or _last_decline(data, text(data, "status"))) if failed else None,
+        decline=(decline or _last_decline(data)) if failed else None,
         gateway=NAME,
+        next_action=(
+            next_action_of(data) if status is GatewayPaymentStatus.REQUIRES_ACTION else None
+        ),
     )
+
+
+def next_action_of(data: Json) -> NextAction | None:
+    """A PaymentIntent's `next_action`: `redirect_to_url` with its URLs; `use_stripe_sdk`
+    (Stripe.js completes it on the client) and other types by their type only."""
+    action = obj(data, "next_action")
+    kind = opt_text(action, "type")
+    if not kind:
+        return None
+    if kind == "redirect_to_url":
+        redirect = obj(action, "redirect_to_url")
+        return NextAction(
+            kind, url=opt_text(redirect, "url"), return_url=opt_text(redirect, "return_url")
+        )
+    return NextAction(kind)
 
 
 def refund_of(data: Json) -> GatewayRefund:
@@ -127,10 +144,11 @@ def _first_charge(data: Json) -> Json:
     )
 
 
-def _last_decline(data: Json, stripe_status: str) -> Decline:
+def _last_decline(data: Json) -> Decline:
+    """Why the last attempt failed: a decline, or `payment_intent_authentication_failure`."""
     error = obj(data, "last_payment_error")
     if not error:
-        return AUTH_REQUIRED if stripe_status == "requires_action" else _generic_failure()
+        return generic_failure()
     return Decline(
         code=opt_text(error, "code") or "card_declined",
         decline_code=opt_text(error, "decline_code"),
@@ -138,7 +156,7 @@ def _last_decline(data: Json, stripe_status: str) -> Decline:
     )
 
 
-def _generic_failure() -> Decline:
+def generic_failure() -> Decline:
     return Decline("card_declined", None, "The payment was not completed.")
 
 

@@ -9,6 +9,10 @@ For each operation due (`next_check_at` passed), holding no lock while it asks:
 3. no answer past the window: `unknown` — reported by every reconcile run, never re-sent. A
    definitive answer that comes later (lookup, webhook) is still applied.
 
+A charge waiting for the customer (`requires_action`, 3-D Secure) is never re-sent: it is looked
+up on a schedule that backs off (`Ledger.action_check_delay`) until the gateway decides it;
+abandoned after a day, its payment is cancelled (the gateway's intent too) and the order released.
+
 Each operation is settled in units of work of its own; an error on one is reported with its id
 and the pass goes on.
 """
@@ -37,7 +41,7 @@ from paysvc.operations import metrics
 from paysvc.operations.models import Operation
 from paysvc.operations.repository import OperationRepository
 from paysvc.operations.service import Call, Ledger, Outcome, classify
-from paysvc.operations.states import CONFIRMS, OPEN, OperationKind, OperationStatus
+from paysvc.operations.states import CONFIRMS, OperationKind, OperationStatus
 from paysvc.payments.models import Payment
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.schemas import render_payment
@@ -50,6 +54,8 @@ K = OperationKind
 OS = OperationStatus
 log = logging.getLogger(__name__)
 BATCH = 200
+WAITING = "waiting for the customer"  # 3-D Secure: not decided yet
+AUTHENTICATED = "authentication settled by lookup"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +130,12 @@ class Completer:
         def done(status: str, action: str) -> Completion:
             return Completion(op.id, op.payment_id, op.refund_id, op.kind, str(status), action)
 
-        if op.status not in (OS.PENDING, OS.UNKNOWN):
-            return done(op.status, "already settled")
         now = self.clock.now()
         due = force or op.next_check_at is None or as_utc(op.next_check_at) <= now
+        if op.status == OS.REQUIRES_ACTION:
+            return await self._check_action(op, call, apply=apply, actor=actor, due=due)
+        if op.status not in (OS.PENDING, OS.UNKNOWN):
+            return done(op.status, "already settled")
         try:  # a lookup never hurts, due or not
             found = await self.ledger.lookup(call)
         except GatewayError as error:
@@ -167,6 +175,47 @@ class Completer:
         outcome = await self.ledger.send(resend)
         settled, _ = await self._settle(op_id, outcome, actor, reason="completed by re-send")
         return done(settled.status, f"re-sent under the same key (attempt {resend.attempts})")
+
+    async def _check_action(
+        self, op: Operation, call: Call, *, apply: bool, actor: Actor, due: bool
+    ) -> Completion:
+        """A charge waiting for the customer: settle it once the gateway decided; cancel the
+        payment when the customer walked away; else ask again later (backing off)."""
+
+        def done(status: str, action: str) -> Completion:
+            return Completion(op.id, op.payment_id, op.refund_id, op.kind, str(status), action)
+
+        if not due:
+            return done(op.status, WAITING)
+        try:
+            found = await self.ledger.lookup(call)
+        except GatewayError:
+            if apply:
+                await self._postpone_action(op.id)
+            raise
+        if found is not None and classify(op.kind, found) not in (OS.PENDING, OS.REQUIRES_ACTION):
+            if not apply:
+                return done(op.status, f"settle: the gateway reports {_status_of(found)}")
+            settled, applied = await self._settle(
+                op.id, found, actor, reason="authentication settled"
+            )
+            return done(settled.status, AUTHENTICATED if applied else "settled meanwhile")
+        if self.ledger.abandoned(op):
+            if not apply:
+                return done(op.status, "abandoned by the customer: cancel the payment")
+            payment = await self.payments.abandon(actor, op.payment_id)
+            return done(OS.FAILED, f"abandoned by the customer: payment {payment.status}")
+        if apply:
+            await self._postpone_action(op.id)
+        return done(op.status, WAITING)
+
+    async def _postpone_action(self, op_id: str) -> None:
+        async def work(session: AsyncSession) -> None:
+            op, _ = await self._locked(session, op_id)
+            if op.status == OS.REQUIRES_ACTION:
+                op.next_check_at = self.clock.now() + self.ledger.action_check_delay(op)
+
+        await self.db.run(work)
 
     async def update_metrics(self) -> None:
         async def work(session: AsyncSession) -> None:
@@ -210,11 +259,13 @@ class Completer:
         self, session: AsyncSession, op_id: str, path: str
     ) -> tuple[int, dict[str, Any]] | None:
         op = await OperationRepository(session).get(op_id)
-        if op is None or op.status in OPEN:
+        if op is None or op.status in (OS.PENDING, OS.UNKNOWN):
             return None
         payment = await PaymentRepository(session).get(op.payment_id)
         assert payment is not None  # foreign key
         rendered = render_payment(payment)
+        if op.status == OS.REQUIRES_ACTION:  # what the first confirm answered
+            return 200, rendered
         if op.kind == K.REFUND and not path.endswith("/cancel"):
             refund = await RefundRepository(session).get(str(op.refund_id))
             assert refund is not None  # foreign key
@@ -269,7 +320,7 @@ class Completer:
 
         async def work(session: AsyncSession) -> tuple[Operation, bool]:
             locked, _ = await self._locked(session, op_id)
-            if locked.status not in (OS.PENDING, OS.UNKNOWN):
+            if locked.status not in (OS.PENDING, OS.REQUIRES_ACTION, OS.UNKNOWN):
                 return locked, False
             _, op = await self.payments.settle_operation(
                 session, op_id, outcome, actor, reason=reason

@@ -78,8 +78,11 @@ class OperationRepository:
         return (await self.session.scalars(query.limit(1))).first() is not None
 
     async def due(self, before: dt.datetime | None, *, limit: int) -> Sequence[str]:
-        """Pending operations whose next check is due by `before` (None: all), oldest first."""
-        query = select(Operation.id).where(Operation.status == OperationStatus.PENDING)
+        """Pending operations, and those waiting for the customer (3-D Secure), whose next
+        check is due by `before` (None: all), oldest first."""
+        query = select(Operation.id).where(
+            Operation.status.in_((OperationStatus.PENDING, OperationStatus.REQUIRES_ACTION))
+        )
         if before is not None:
             query = query.where(Operation.next_check_at <= before)
         query = query.order_by(Operation.next_check_at, Operation.id).limit(limit)
@@ -101,8 +104,10 @@ class OperationRepository:
             .group_by(Operation.status)
         )
         counts = {status: count for status, count in rows.all()}
+        # A charge waiting for the customer (3-D Secure) is not stuck: not counted here.
+        stuck = (OperationStatus.PENDING, OperationStatus.UNKNOWN)
         oldest = await self.session.scalar(
-            select(func.min(Operation.created_at)).where(Operation.status.in_(sorted(OPEN)))
+            select(func.min(Operation.created_at)).where(Operation.status.in_(stuck))
         )
         return LedgerStats(
             pending=int(counts.get(OperationStatus.PENDING, 0)),

@@ -66,6 +66,9 @@ class Call:
     refund_id: str | None
     reason: str | None
     operation_reference: str | None = None  # the gateway's id of the operation, once known
+    # Where the customer returns after 3-D Secure: part of a charge's parameters, so every
+    # attempt under the operation's key sends the same request.
+    return_url: str | None = None
     # References of the payment's other operations: a lookup that finds one of these has not
     # found this operation.
     other_references: frozenset[str] = frozenset()
@@ -86,6 +89,8 @@ def classify(kind: str, outcome: Outcome) -> OperationStatus:
     if kind in (K.CHARGE, K.AUTHORIZE):
         if status in (G.CAPTURED, G.AUTHORIZED):
             return OS.SUCCEEDED
+        if status == G.REQUIRES_ACTION:
+            return OS.REQUIRES_ACTION  # decided by the customer (3-D Secure), then the gateway
         return OS.FAILED if status in (G.FAILED, G.CANCELED) else OS.PENDING
     if kind == K.CAPTURE:
         if status == G.CAPTURED:
@@ -96,6 +101,13 @@ def classify(kind: str, outcome: Outcome) -> OperationStatus:
             return OS.SUCCEEDED
         return OS.FAILED if status == G.CAPTURED else OS.PENDING
     return OS.PENDING
+
+
+# An operation that waits for the customer (3-D Secure): checked every ACTION_CHECK_FIRST at
+# first, backing off to ACTION_CHECK_MAX; abandoned (the payment cancelled) after a day.
+ACTION_CHECK_FIRST = dt.timedelta(seconds=10)
+ACTION_CHECK_MAX = dt.timedelta(minutes=30)
+ACTION_ABANDONED_AFTER = dt.timedelta(hours=24)
 
 
 class Ledger:
@@ -160,6 +172,7 @@ class Ledger:
             refund_id=op.refund_id,
             reason=reason,
             operation_reference=op.gateway_reference,
+            return_url=payment.return_url,
             other_references=other_references,
         )
 
@@ -191,6 +204,7 @@ class Ledger:
                 capture_method="manual" if call.kind == K.AUTHORIZE else "automatic",
                 payment_method=call.payment_method,
                 idempotency_key=key,
+                return_url=call.return_url,
             )
             # The first attempt may fail over; a re-send goes where the first one went.
             gateway = self.gateways.primary if call.attempts <= 1 else self._owner(call)
@@ -217,6 +231,8 @@ class Ledger:
         """What the gateway knows about the operation (None: nothing). Raises GatewayError
         when it cannot be asked."""
         if call.kind in (K.CHARGE, K.AUTHORIZE):
+            if call.operation_reference is not None:  # e.g. waiting for 3-D Secure
+                return await self._owner(call).retrieve_payment(call.operation_reference)
             found = await self.gateways.primary.find_payment(call.payment_id)
             if found is None or found.reference in call.other_references:
                 return None
@@ -244,9 +260,24 @@ class Ledger:
         op.status = target
         if error is not None:
             op.last_error = error[:500]
-        op.next_check_at = None if target != OS.PENDING else op.next_check_at
+        if target == OS.REQUIRES_ACTION:
+            op.next_check_at = self.clock.now() + self.action_check_delay(op)
+        elif target != OS.PENDING:
+            op.next_check_at = None
         op.updated_at = self.clock.now()
         return True
+
+    def action_check_delay(self, op: Operation) -> dt.timedelta:
+        """How long the completer waits before asking again about an operation that waits
+        for the customer (3-D Secure): often at first (the customer is at the bank's page
+        now), then less and less (a fifth of its age: 10 s at first, a minute after five
+        minutes, 30 minutes at most)."""
+        age = self.clock.now() - as_utc(op.created_at)
+        return min(max(age / 5, ACTION_CHECK_FIRST), ACTION_CHECK_MAX)
+
+    def abandoned(self, op: Operation) -> bool:
+        """The customer never finished authenticating: give the payment up (cancel it)."""
+        return self.clock.now() - as_utc(op.created_at) >= ACTION_ABANDONED_AFTER
 
     def window(self, gateway: str) -> dt.timedelta:
         """How long the gateway honours an idempotency key (a property of its adapter)."""

@@ -75,6 +75,12 @@ class Payment(EncryptedModel, Base):
     description_enc: Mapped[str | None] = mapped_column(Text)
     meta_enc: Mapped[str | None] = mapped_column(Text)
     receipt_email_enc: Mapped[str | None] = mapped_column(Text)
+    # The contract's `next_action` while requires_action (its URL is the customer's key to
+    # the authentication page: encrypted like the other personal data).
+    next_action_enc: Mapped[str | None] = mapped_column(Text)
+    # Where the gateway sends the customer back after authenticating (from confirm); kept so
+    # a re-sent charge carries exactly the parameters of the first attempt.
+    return_url: Mapped[str | None] = mapped_column(String(2048))
     disputed: Mapped[bool] = mapped_column(Boolean, default=False)
     gateway: Mapped[str] = mapped_column(String(16))
     gateway_reference: Mapped[str | None] = mapped_column(String(255), unique=True)
@@ -85,6 +91,7 @@ class Payment(EncryptedModel, Base):
     description = Encrypted()
     meta = Encrypted(as_json=True)
     receipt_email = Encrypted()
+    next_action = Encrypted(as_json=True)
 
     def __init__(self, **kwargs: Any) -> None:
         plain = {name: kwargs.pop(name) for name in self.__encrypted__ if name in kwargs}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from paysvc.clock import rfc3339
 from paysvc.payments.models import Payment
@@ -19,6 +20,24 @@ from paysvc.schemas import (
 )
 
 CANCELLATION_REASONS = ("requested_by_customer", "duplicate", "fraudulent", "abandoned")
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def check_return_url(value: str) -> None:
+    """https anywhere, or http on this machine only (local development); nothing else."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018  # raises ValueError on a malformed port
+    except ValueError:
+        raise ValidationError("must be a valid URL") from None
+    if not host or parts.username is not None or parts.password is not None:
+        raise ValidationError("must be an absolute URL with a host and no credentials")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
+        raise ValidationError("must not contain whitespace or control characters")
+    if parts.scheme == "https" or (parts.scheme == "http" and host in LOCAL_HOSTS):
+        return
+    raise ValidationError("must be an https URL (http only on localhost)")
 
 
 class CreateIntentRequest(Schema):
@@ -40,6 +59,14 @@ class CreateIntentRequest(Schema):
 
 class ConfirmRequest(Schema):
     payment_method = fields.String(validate=validate.Length(min=1, max=255))
+    return_url = fields.String(
+        validate=[validate.Length(min=1, max=2048), check_return_url],
+        metadata={
+            "description": "where the customer's browser returns after 3-D Secure "
+            "authentication: https (http on localhost only)",
+            "example": "https://shop.example.com/checkout/done",
+        },
+    )
 
 
 class CaptureRequest(Schema):
@@ -69,6 +96,21 @@ class AdminPaymentListQuery(PaymentListQuery):
     customer_id = fields.String()
     created_gte = fields.AwareDateTime(default_timezone=None)
     created_lt = fields.AwareDateTime(default_timezone=None)
+
+
+class RedirectToUrlOut(Schema):
+    url = fields.String(
+        required=True, metadata={"description": "open it in the customer's browser"}
+    )
+    return_url = fields.String(required=True, allow_none=True)
+
+
+class NextActionOut(Schema):
+    type = fields.String(
+        required=True,
+        metadata={"example": "redirect_to_url", "description": "redirect_to_url or use_stripe_sdk"},
+    )
+    redirect_to_url = fields.Nested(RedirectToUrlOut)
 
 
 class PaymentMethodOut(Schema):
@@ -106,6 +148,12 @@ class PaymentOut(Schema):
     cancellation_reason = fields.String(required=True, allow_none=True)
     description = fields.String(required=True, allow_none=True)
     metadata = metadata_out()
+    next_action = fields.Nested(
+        NextActionOut,
+        required=True,
+        allow_none=True,
+        metadata={"description": "what the customer must do while requires_action; else null"},
+    )
     disputed = fields.Boolean(required=True)
     gateway = fields.String(required=True, metadata={"example": "sandbox"})
     gateway_reference = fields.String(required=True, allow_none=True)
@@ -147,6 +195,9 @@ def render_payment(payment: Payment) -> dict[str, Any]:
         "cancellation_reason": payment.cancellation_reason,
         "description": payment.description,
         "metadata": payment.meta or {},
+        "next_action": (
+            payment.next_action if payment.status == PaymentStatus.REQUIRES_ACTION else None
+        ),
         "disputed": payment.disputed,
         "gateway": payment.gateway,
         "gateway_reference": payment.gateway_reference,

@@ -34,6 +34,7 @@ from paysvc.errors import (
     PermissionDenied,
     StateConflict,
 )
+from paysvc.events.outbox import PAYMENT_EVENT_TYPES, Outbox
 from paysvc.gateways.base import (
     CardDeclined,
     GatewayError,
@@ -55,6 +56,7 @@ from paysvc.operations.service import Call, Ledger, Outcome, classify
 from paysvc.operations.states import CONFIRMS, OPEN, OperationStatus, may_move
 from paysvc.operations.states import OperationKind as K
 from paysvc.operations.states import OperationStatus as OS
+from paysvc.orders.validation import OrderValidator
 from paysvc.payments.models import Payment, PaymentEvent
 from paysvc.payments.repository import PaymentFilter, PaymentRepository
 from paysvc.payments.schemas import render_payment
@@ -96,6 +98,7 @@ class PaymentService:
         clock: Clock,
         audit: AuditLog,
         ledger: Ledger,
+        outbox: Outbox,
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -104,6 +107,8 @@ class PaymentService:
         self.clock = clock
         self.audit = audit
         self.ledger = ledger
+        self.outbox = outbox  # every state change writes its outgoing event
+        self.order_validator: OrderValidator | None = None  # ORDER_VALIDATION=strict
         self.refund_remainder: RefundRemainder | None = None
         self.refund_projector: RefundProjector | None = None
         self.confirm_listeners: list[ConfirmListener] = []
@@ -175,7 +180,11 @@ class PaymentService:
 
     # -- create --------------------------------------------------------------------------
 
-    async def create_intent(self, actor: Actor, intent: NewIntent) -> Payment:
+    async def create_intent(
+        self, actor: Actor, intent: NewIntent, *, authorization: str | None = None
+    ) -> Payment:
+        """A new `pending` payment. With order validation on, the order service must first
+        agree (asked with the caller's `authorization`, holding no transaction)."""
         customer_id = intent.customer_id
         if not actor.is_staff:
             if customer_id not in (None, actor.id):
@@ -186,6 +195,10 @@ class PaymentService:
         elif customer_id is None:
             raise InvalidRequest(
                 "customer_id: required for service and admin callers", param="customer_id"
+            )
+        if self.order_validator is not None:
+            await self.order_validator.check(
+                intent.order_id, customer_id, intent.amount, intent.currency, authorization
             )
 
         async def work(session: AsyncSession) -> Payment:
@@ -214,6 +227,7 @@ class PaymentService:
             repo.add(payment)
             await session.flush()
             self._event(session, payment, "created", None, S.PENDING, actor, amount=payment.amount)
+            self.outbox.record(session, "payment.created", payment, render_payment(payment))
             self._count(session, payment)
             await attach_resource(session, payment.id)
             self.audit.record(
@@ -236,13 +250,31 @@ class PaymentService:
 
     # -- confirm -------------------------------------------------------------------------
 
-    async def confirm(self, actor: Actor, payment_id: str, payment_method: str | None) -> Payment:
-        """Charge (or authorize) the payment. Returns it `captured`/`authorized`, or
-        `processing` when the gateway's answer was lost; raises CardError on a decline."""
+    async def confirm(
+        self,
+        actor: Actor,
+        payment_id: str,
+        payment_method: str | None,
+        return_url: str | None = None,
+    ) -> Payment:
+        """Charge (or authorize) the payment. Returns it `captured`/`authorized`,
+        `requires_action` when the customer must authenticate (3-D Secure), or `processing`
+        when the gateway's answer was lost; raises CardError on a decline.
+
+        Confirming a `requires_action` payment again (empty body) never charges: it asks the
+        gateway how the authentication ended and settles the payment (`settle_action`)."""
         payment_id_var.set(payment_id)
 
-        async def begin(session: AsyncSession) -> Call:
+        async def begin(session: AsyncSession) -> Call | None:
             seen = await self.load(session, actor, payment_id)
+            if seen.status == S.REQUIRES_ACTION:
+                if payment_method is not None or return_url is not None:
+                    raise StateConflict(
+                        "Cannot confirm a payment that is requires_action with new parameters: "
+                        "it awaits the customer's authentication; confirm it again with an "
+                        "empty body to learn the outcome, or cancel it"
+                    )
+                return None
             # Every payment of the order, locked in id order: two confirms of one order
             # (different payments) serialize here, so one order is charged at most once.
             await PaymentRepository(session).lock_order(seen.order_id)
@@ -257,6 +289,7 @@ class PaymentService:
             if await ops.order_is_held(payment.order_id, other_than=payment.id):
                 raise order_already_paid_error()
             payment.payment_method = method
+            payment.return_url = return_url
             payment.updated_at = self.clock.now()
             kind = K.AUTHORIZE if payment.capture_method == "manual" else K.CHARGE
             op = self.ledger.open(session, payment, kind, payment.amount)
@@ -269,6 +302,8 @@ class PaymentService:
             return self.ledger.call_for(payment, op, other_references=earlier)
 
         call = await self.db.run(begin)
+        if call is None:
+            return await self.settle_action(actor, payment_id, raise_decline=True)
         outcome = await self.ledger.send(call)
         payment, _ = await self.db.run(
             lambda session: self.settle_operation(
@@ -288,6 +323,55 @@ class PaymentService:
         if isinstance(outcome, GatewayError) and not isinstance(outcome, OutcomeUnknown):
             raise gateway_failure(outcome)
         return payment
+
+    async def settle_action(
+        self, actor: Actor, payment_id: str, *, raise_decline: bool = False
+    ) -> Payment:
+        """Ask the gateway how a `requires_action` payment's authentication ended and settle
+        its charge operation (and so the payment) with the answer. Never charges. Used by the
+        owner's empty re-confirm and by the sandbox's authentication page; with
+        `raise_decline`, a failed authentication raises the 402 card error with the payment."""
+
+        async def read(session: AsyncSession) -> Payment | Call:
+            payment = await self.load(session, actor, payment_id)
+            if payment.status != S.REQUIRES_ACTION:
+                return payment
+            op = await self._awaiting_customer(OperationRepository(session), payment)
+            return payment if op is None else self.ledger.call_for(payment, op)
+
+        begun = await self.db.run(read, write=False)
+        if isinstance(begun, Call):
+            try:
+                found = await self.ledger.lookup(begun)
+            except GatewayError as error:
+                raise gateway_failure(error) from None
+            payment = await self.get(actor, payment_id)
+            if found is not None:
+                payment, _ = await self.db.run(
+                    lambda session: self.settle_operation(
+                        session, begun.operation_id, found, actor, reason="authentication settled"
+                    )
+                )
+        else:
+            payment = begun
+        if raise_decline and payment.status == S.FAILED and payment.failure_code:
+            raise CardError(
+                payment.failure_message or "The payment failed",
+                code=payment.failure_code,
+                extra={
+                    "decline_code": payment.failure_decline_code,
+                    "payment": render_payment(payment),
+                },
+            )
+        return payment
+
+    @staticmethod
+    async def _awaiting_customer(ops: OperationRepository, payment: Payment) -> Operation | None:
+        """The payment's charge operation that waits for the customer (3-D Secure), if any."""
+        for op in await ops.open_for_payment(payment.id):
+            if op.kind in CONFIRMS and op.status == OS.REQUIRES_ACTION:
+                return op
+        return None
 
     # -- capture -------------------------------------------------------------------------
 
@@ -339,7 +423,7 @@ class PaymentService:
                 self.transition(session, payment, S.CANCELLED, actor, reason=reason or "cancelled")
                 await attach_resource(session, payment.id)
                 return payment
-            if payment.status != S.AUTHORIZED:
+            if payment.status not in (S.AUTHORIZED, S.REQUIRES_ACTION):
                 raise StateConflict(f"Cannot cancel a payment that is {payment.status}")
             payment.cancellation_reason = reason
             op = self.ledger.open(session, payment, K.VOID, payment.amount_capturable)
@@ -352,7 +436,40 @@ class PaymentService:
             return await self.refund_remainder(actor, payment_id, reason)
         if isinstance(started, Payment):
             return started
-        return await self._run_operation(actor, started, reason=reason or "cancelled")
+        try:
+            return await self._run_operation(actor, started, reason=reason or "cancelled")
+        except InvalidRequest:  # the gateway refused the void
+            # E.g. the customer finished authenticating meanwhile: record what it is.
+            settled = await self.settle_action(actor, payment_id)
+            if settled.status == S.REQUIRES_ACTION:
+                raise
+            raise StateConflict(
+                f"The payment became {settled.status} before it could be cancelled"
+            ) from None
+
+    async def abandon(self, actor: Actor, payment_id: str) -> Payment:
+        """The customer never finished authenticating (the completer, after a day): void the
+        gateway's intent and release the order. A `requires_action` payment ends `cancelled`
+        (reason `abandoned`); one still `processing` (its confirm's answer was lost, so the
+        customer never saw the page) ends `failed`. Nothing to do once the charge settled."""
+
+        async def begin(session: AsyncSession) -> Call | None:
+            payment = await self._locked(session, payment_id)
+            ops = OperationRepository(session)
+            charge = await self._awaiting_customer(ops, payment)
+            if charge is None or payment.status not in (S.REQUIRES_ACTION, S.PROCESSING):
+                return None  # settled meanwhile
+            await self._no_open_operation(ops, payment)
+            payment.gateway_reference = payment.gateway_reference or charge.gateway_reference
+            if payment.status == S.REQUIRES_ACTION:
+                payment.cancellation_reason = "abandoned"
+            op = self.ledger.open(session, payment, K.VOID, 0)
+            return self.ledger.call_for(payment, op)
+
+        call = await self.db.run(begin)
+        if call is None:
+            return await self.get(actor, payment_id)
+        return await self._run_operation(actor, call, reason="abandoned")
 
     # -- shared machinery ----------------------------------------------------------------
 
@@ -375,8 +492,10 @@ class PaymentService:
         return payment
 
     async def _no_open_operation(self, ops: OperationRepository, payment: Payment) -> None:
+        """409 while a capture, void or confirm is at the gateway. A charge waiting for the
+        customer (3-D Secure) is not in progress: the payment's status says what may follow."""
         for op in await ops.open_for_payment(payment.id):
-            if op.kind != K.REFUND:
+            if op.kind != K.REFUND and op.status != OS.REQUIRES_ACTION:
                 raise in_progress_error(op.kind)
 
     async def settle_operation(
@@ -434,7 +553,7 @@ class PaymentService:
             if outcome.payment is not None:
                 op.gateway_reference = op.gateway_reference or outcome.payment.reference
                 self._remember(payment, outcome.payment)
-            if payment.status in (S.PENDING, S.PROCESSING):
+            if payment.status in (S.PENDING, S.REQUIRES_ACTION, S.PROCESSING):
                 payment.failure_code = outcome.decline.code
                 payment.failure_decline_code = outcome.decline.decline_code
                 payment.failure_message = outcome.decline.message
@@ -453,8 +572,8 @@ class PaymentService:
                     session, payment, S.PROCESSING, actor, reason="gateway outcome unknown"
                 )
             return
-        if op.kind == K.VOID and target == OS.FAILED and payment.status == S.AUTHORIZED:
-            payment.cancellation_reason = None
+        if op.kind == K.VOID and target == OS.FAILED and payment.status in LIVE:
+            payment.cancellation_reason = None  # the void did not happen
         self.settle_op(op, target)
 
     def settle_op(self, op: Operation, target: OperationStatus) -> None:
@@ -485,6 +604,12 @@ class PaymentService:
         the open operations this answers. Returns True when the payment changed. Used by
         the projection, reconciliation and webhooks alike."""
         ops = OperationRepository(session)
+        if (
+            truth.next_action is not None
+            and truth.status == GatewayPaymentStatus.REQUIRES_ACTION
+            and payment.status in (S.PENDING, S.REQUIRES_ACTION)
+        ):
+            payment.next_action = truth.next_action.as_dict()
         target = gateway_target(payment.status, truth.status)
         if (
             target in LIVE
@@ -514,6 +639,12 @@ class PaymentService:
             if settled != OS.PENDING:
                 op.gateway_reference = op.gateway_reference or truth.reference
                 self.settle_op(op, settled)
+            elif (
+                op.status == OS.REQUIRES_ACTION and truth.status == GatewayPaymentStatus.PROCESSING
+            ):
+                # Authenticated; the gateway is still deciding: an ordinary pending operation.
+                self.settle_op(op, OS.PENDING)
+                op.next_check_at = self.clock.now() + self.ledger.timing.operation_stale
         return changed
 
     def _move_to(
@@ -589,10 +720,13 @@ class PaymentService:
         reason: str | None,
         amount: int | None = None,
     ) -> None:
-        """The one place a payment's status changes: checked, historied and audited."""
+        """The one place a payment's status changes: checked, historied, audited, and
+        announced (the outgoing event, in the same transaction)."""
         previous = payment.status
         check_transition(previous, target)
         payment.status = target
+        if target != S.REQUIRES_ACTION and payment.next_action is not None:
+            payment.next_action = None
         payment.updated_at = self.clock.now()
         self._count(session, payment)
         self._event(
@@ -613,6 +747,7 @@ class PaymentService:
             payment.id,
             details={"from": previous, "to": str(target), "reason": reason},
         )
+        self.outbox.record(session, PAYMENT_EVENT_TYPES[target], payment, render_payment(payment))
 
     def _count(self, session: AsyncSession, payment: Payment) -> None:
         self.metrics.payment_reached(
@@ -667,18 +802,21 @@ def gateway_target(current: str, truth: GatewayPaymentStatus) -> PaymentStatus |
     there or the move would go backwards (out-of-order or stale news)."""
     status = S(current)
     g = GatewayPaymentStatus
-    if truth == g.CAPTURED and status in (S.PENDING, S.PROCESSING, S.AUTHORIZED):
+    undecided = (S.PENDING, S.REQUIRES_ACTION, S.PROCESSING)
+    if truth == g.CAPTURED and status in (*undecided, S.AUTHORIZED):
         return S.CAPTURED
-    if truth == g.AUTHORIZED and status in (S.PENDING, S.PROCESSING):
+    if truth == g.AUTHORIZED and status in undecided:
         return S.AUTHORIZED
-    if truth == g.FAILED and status in (S.PENDING, S.PROCESSING):
+    if truth == g.FAILED and status in undecided:
         return S.FAILED
-    if truth == g.CANCELED and status in (S.PENDING, S.AUTHORIZED):
+    if truth == g.CANCELED and status in (S.PENDING, S.REQUIRES_ACTION, S.AUTHORIZED):
         return S.CANCELLED
     if truth == g.CANCELED and status == S.PROCESSING:
         return S.FAILED  # processing may not become cancelled; nothing was taken either way
-    if truth == g.PROCESSING and status == S.PENDING:
+    if truth == g.PROCESSING and status in (S.PENDING, S.REQUIRES_ACTION):
         return S.PROCESSING
+    if truth == g.REQUIRES_ACTION and status == S.PENDING:
+        return S.REQUIRES_ACTION
     return None
 
 

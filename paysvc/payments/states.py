@@ -9,6 +9,7 @@ from paysvc.errors import StateConflict
 
 class PaymentStatus(enum.StrEnum):
     PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"  # the customer must authenticate (3-D Secure)
     PROCESSING = "processing"
     AUTHORIZED = "authorized"
     CAPTURED = "captured"
@@ -20,7 +21,10 @@ class PaymentStatus(enum.StrEnum):
 
 S = PaymentStatus
 TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
-    S.PENDING: frozenset({S.AUTHORIZED, S.CAPTURED, S.PROCESSING, S.FAILED, S.CANCELLED}),
+    S.PENDING: frozenset(
+        {S.REQUIRES_ACTION, S.AUTHORIZED, S.CAPTURED, S.PROCESSING, S.FAILED, S.CANCELLED}
+    ),
+    S.REQUIRES_ACTION: frozenset({S.AUTHORIZED, S.CAPTURED, S.PROCESSING, S.FAILED, S.CANCELLED}),
     S.PROCESSING: frozenset({S.AUTHORIZED, S.CAPTURED, S.FAILED}),
     S.AUTHORIZED: frozenset({S.CAPTURED, S.CANCELLED}),
     S.CAPTURED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED}),
@@ -32,7 +36,7 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
 }
 
 # A payment in one of these holds its order: no other payment of the order may be confirmed.
-LIVE = frozenset({S.PROCESSING, S.AUTHORIZED, S.CAPTURED, S.PARTIALLY_REFUNDED})
+LIVE = frozenset({S.REQUIRES_ACTION, S.PROCESSING, S.AUTHORIZED, S.CAPTURED, S.PARTIALLY_REFUNDED})
 # Money has been taken: refunds are possible.
 REFUNDABLE = frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED})
 FINAL = frozenset(s for s, targets in TRANSITIONS.items() if not targets) | {S.REFUNDED}

@@ -31,7 +31,7 @@ from paysvc.gateways.base import (
 from paysvc.gateways.registry import Gateways
 from paysvc.logs import payment_id_var
 from paysvc.metrics import Metrics
-from paysvc.operations.completer import Completer
+from paysvc.operations.completer import AUTHENTICATED, WAITING, Completer
 from paysvc.operations.states import OperationStatus
 from paysvc.payments.repository import PaymentRepository
 from paysvc.payments.service import PaymentService, gateway_target
@@ -61,9 +61,18 @@ AGREES: dict[GatewayPaymentStatus, frozenset[PaymentStatus]] = {
     G.CANCELED: frozenset({S.CANCELLED, S.FAILED}),
     G.FAILED: frozenset({S.FAILED}),
     G.PROCESSING: frozenset({S.PROCESSING}),
+    G.REQUIRES_ACTION: frozenset({S.REQUIRES_ACTION}),
 }
 # Completer results that are news for a report (the others: nothing was due).
-_QUIET = ("not due yet", "already settled", "settled meanwhile", "no answer yet")
+# The normal course of things, not drift (3-D Secure payments settle by lookup too).
+_QUIET = (
+    "not due yet",
+    "already settled",
+    "settled meanwhile",
+    "no answer yet",
+    WAITING,
+    AUTHENTICATED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +191,9 @@ class ReconcileService:
         self.clock = clock
         self.refunds = refunds
         self.completer = completer
+        # Run after each applying completer pass: work that waits for operations' outcomes
+        # (settling the payments of cancelled orders).
+        self.after_completion: list[Callable[[Actor], Awaitable[object]]] = []
 
     async def run_once(self) -> Report:
         """One background pass: the completer over operations stuck past the background age,
@@ -300,6 +312,12 @@ class ReconcileService:
             resend_after=timing.stuck_after if background else dt.timedelta(),
         )
         report.errors.extend(done.errors)
+        for follow_up in self.after_completion if apply else ():
+            try:
+                await follow_up(actor)
+            except Exception as error:  # reported; the pass goes on
+                log.warning("after completion: %s", error, exc_info=True)
+                report.errors.append(f"after completion: {type(error).__name__}")
         for item in done.completed:
             if item.action in _QUIET:
                 continue

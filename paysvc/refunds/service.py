@@ -61,10 +61,17 @@ from paysvc.payments.service import PaymentService, gateway_failure
 from paysvc.payments.states import REFUNDABLE, PaymentStatus
 from paysvc.refunds.models import Refund
 from paysvc.refunds.repository import RefundRepository
-from paysvc.refunds.schemas import REFUND_REASONS
+from paysvc.refunds.schemas import REFUND_REASONS, render_refund
 from paysvc.refunds.states import RefundStatus, check_transition
 
 R = RefundStatus
+# History entries that are status changes of a refund, and the event each one sends.
+_EVENT_TYPES = {
+    "refund_created": "refund.created",
+    "refund_recorded_from_gateway": "refund.created",
+    "refund_succeeded": "refund.succeeded",
+    "refund_failed": "refund.failed",
+}
 log = logging.getLogger(__name__)
 
 
@@ -442,7 +449,8 @@ class RefundService:
         actor: Actor,
         detail: str | None,
     ) -> None:
-        """Every refund step goes to the payment's history and to the audit trail."""
+        """Every refund step goes to the payment's history and to the audit trail, and its
+        status changes to the outbox."""
         self.payments.note(
             session,
             payment,
@@ -466,6 +474,8 @@ class RefundService:
                 "detail": detail,
             },
         )
+        if kind in _EVENT_TYPES:
+            self.payments.outbox.record(session, _EVENT_TYPES[kind], payment, render_refund(refund))
 
     @staticmethod
     async def _locked(session: AsyncSession, refund_id: str) -> tuple[Payment, Refund]:

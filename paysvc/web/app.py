@@ -13,11 +13,24 @@ from sqlalchemy.exc import SQLAlchemyError
 from paysvc.audit.chain import AuditSealer
 from paysvc.bootstrap import Container
 from paysvc.db.engine import SQLITE_OPTIMIZE_INTERVAL
+from paysvc.events.dispatcher import Dispatcher, Endpoints
+from paysvc.events.signing import Signer
 from paysvc.keys import service as keys
 from paysvc.reconcile.background import reconcile_forever
 from paysvc.web.auth import AUTHENTICATOR, LocalAuthenticator, RemoteAuthenticator
 from paysvc.web.guards import RATE_LIMITS, ip_rate_limit, pci_guard, principal_rate_limit
-from paysvc.web.handlers import admin, audit, disputes, health, payments, refunds, webhooks
+from paysvc.web.handlers import (
+    admin,
+    audit,
+    disputes,
+    events,
+    health,
+    orders,
+    payments,
+    refunds,
+    sandbox,
+    webhooks,
+)
 from paysvc.web.handlers.webhooks import FAILED_VERIFICATIONS, failure_buckets
 from paysvc.web.headers import harden
 from paysvc.web.idempotency import idempotency_middleware
@@ -25,11 +38,13 @@ from paysvc.web.keys import CONTAINER
 from paysvc.web.metrics import METRICS, http_middleware
 from paysvc.web.middlewares import auth_middleware, error_middleware, request_id_middleware
 from paysvc.web.openapi import setup_docs
+from paysvc.web.outbound import PlatformClient
 from paysvc.web.ratelimit import build_limiter
 from paysvc.web.slowclients import body_deadline, mark_request
 
 MAX_BODY = 64 * 1024
 SEALER_STOP_TIMEOUT = 30.0
+DISPATCHER_STOP_TIMEOUT = 30.0
 REJECTIONS_FLUSH_INTERVAL = 10.0
 log = logging.getLogger(__name__)
 
@@ -76,7 +91,12 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(disputes.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(admin.routes)
+    app.add_routes(events.routes)
+    app.add_routes(orders.routes)
     setup_docs(app)  # the spec is built at start-up, from every route added by then
+    # After the spec is built: a page for the customer's browser, not part of the API.
+    if "sandbox" in settings.payment_gateways:  # its 3-D Secure page exists only with it
+        app.add_routes(sandbox.routes)
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         # Which keys this instance writes with and reads (`keys status`, rolling rotations).
@@ -93,7 +113,35 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
         sealer = AuditSealer(container.db, container.keyring)
         container.audit.on_commit = sealer.wake  # entries are chained just after their commit
         task = asyncio.create_task(sealer.run(), name="paysvc-audit-sealer")
+        platform = PlatformClient(settings.order_service_url)
+        if container.payments.order_validator is not None:
+            container.payments.order_validator.lookup = platform
+        dispatcher = Dispatcher(
+            container.db,
+            container.clock,
+            platform,
+            Signer(settings.events_signing_secrets),
+            Endpoints(
+                settings.order_service_url,
+                settings.notification_service_url,
+                settings.order_service_token,
+            ),
+        )
+        container.outbox.on_commit = dispatcher.wake  # events go out just after their commit
+        dispatching = asyncio.create_task(dispatcher.run(), name="paysvc-event-dispatcher")
         yield
+        container.outbox.on_commit = None
+        dispatcher.stop()  # finishes the sends in progress and records them
+        try:
+            await asyncio.wait_for(dispatching, timeout=DISPATCHER_STOP_TIMEOUT)
+        except TimeoutError:
+            log.error(
+                "the event dispatcher did not stop in time; claimed deliveries are "
+                "retried when their claim expires"
+            )
+        if container.payments.order_validator is not None:
+            container.payments.order_validator.lookup = None
+        await platform.close()
         container.audit.on_commit = None
         sealer.stop()  # finishes the seal in progress, seals what is left, returns
         try:
@@ -122,30 +170,6 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     return app
 
 
-def _rejection_flusher(
-    container: Container, interval: float = REJECTIONS_FLUSH_INTERVAL
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Writes the aggregated audit entries of rejected webhooks once their minute is over, and
-    whatever is left at shutdown (before the sealer's last seal: registered after it)."""
-    rejections = container.webhooks.rejections
-    stop = asyncio.Event()
-
-    async def flush_until_stopped() -> None:
-        # Stopped by the event, never cancelled: a flush is a write transaction.
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            await rejections.flush(everything=stop.is_set())
-
-    async def run(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(flush_until_stopped(), name="paysvc-webhook-rejections")
-        yield
-        stop.set()
-        await task
-
-    return run
-
-
 async def _repeat(interval: float, job: Callable[[], Awaitable[None]]) -> None:
     while True:
         await asyncio.sleep(interval)
@@ -166,6 +190,30 @@ def _every(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+    return run
+
+
+def _rejection_flusher(
+    container: Container, interval: float = REJECTIONS_FLUSH_INTERVAL
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Writes the aggregated audit entries of rejected webhooks once their minute is over, and
+    whatever is left at shutdown (before the sealer's last seal: registered after it)."""
+    rejections = container.webhooks.rejections
+    stop = asyncio.Event()
+
+    async def flush_until_stopped() -> None:
+        # Stopped by the event, never cancelled: a flush is a write transaction.
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            await rejections.flush(everything=stop.is_set())
+
+    async def run(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(flush_until_stopped(), name="paysvc-webhook-rejections")
+        yield
+        stop.set()
+        await task
 
     return run
 

@@ -50,6 +50,8 @@ async def harden(request: web.Request, response: web.StreamResponse) -> None:
         headers["Content-Security-Policy"] = "default-src 'none'"
         return
     headers["Cache-Control"] = "no-store"
+    if "Content-Security-Policy" in headers:
+        return  # a page that brings its own policy (the sandbox's 3-D Secure page)
     body = response.body if isinstance(response, web.Response) else None
     if response.content_type == "text/html" and isinstance(body, bytes):
         headers["Content-Security-Policy"] = docs_csp(body)

@@ -33,7 +33,15 @@ log = logging.getLogger("paysvc.web")
 access_log = logging.getLogger("paysvc.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 RETRY_AFTER = 5  # seconds, while the database is unreachable
-PUBLIC_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json", "/webhooks/", "/static/swagger")
+PUBLIC_PREFIXES = (
+    "/health",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+    "/webhooks/",
+    "/static/swagger",
+    "/sandbox/3ds/",  # the customer's browser, holding the page's unguessable token
+)
 
 
 def is_public(path: str) -> bool:

@@ -59,6 +59,7 @@ PAYMENT_EVENTS = frozenset(
         "payment_intent.canceled",
         "payment_intent.amount_capturable_updated",
         "payment_intent.processing",
+        "payment_intent.requires_action",
     }
 )
 REFUND_EVENTS = frozenset(

@@ -13,8 +13,8 @@ from typing import Any
 from paysvc.gateways.base import PAYMENT_ID_KEY, GatewayPayment, GatewayRefund
 from paysvc.gateways.stripe_json import REFUND_STATUS, STATUS, payment_of, refund_of
 
-# Statuses we do not act on from a webhook (3-D Secure flows are confirmed elsewhere).
-_UNTRACKED = frozenset({"requires_action", "requires_confirmation"})
+# Statuses we do not act on from a webhook (we confirm at creation).
+_UNTRACKED = frozenset({"requires_confirmation"})
 
 
 class UnusableObject(ValueError):
@@ -55,7 +55,7 @@ def link_of(obj: dict[str, Any]) -> PaymentLink:
 def payment_from_intent(intent: dict[str, Any]) -> GatewayPayment | None:
     """A PaymentIntent as a GatewayPayment, read by the one Stripe reader the adapter uses
     too; None while it is in a status we do not track (requires_payment_method before any
-    attempt, requires_confirmation, requires_action)."""
+    attempt, requires_confirmation)."""
     if _str(intent.get("id")) is None:
         raise UnusableObject("payment intent without id")
     status = intent.get("status")

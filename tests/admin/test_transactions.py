@@ -89,6 +89,7 @@ EUR = {
 }
 BY_STATUS = {
     "pending": 1,
+    "requires_action": 0,
     "processing": 1,
     "authorized": 1,
     "captured": 1,

@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 from cli.main import app
 from paysvc.auth.principal import Role
 from paysvc.auth.tokens import TokenVerifier
-from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, SERVICE, Api
+from tests.conftest import ENCRYPTION_KEY, EVENTS_SECRET, JWT_SECRET, SERVICE, Api
 
 runner = CliRunner()
 
@@ -24,6 +24,7 @@ def cli_env(database_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "JWT_SECRET_KEY": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "EVENTS_SIGNING_SECRET": EVENTS_SECRET,
         "PAYMENT_GATEWAY": "sandbox",
         "COLUMNS": "200",
     }
@@ -238,6 +239,9 @@ COMMANDS = [
     ["audit", "export"],
     ["admin"],
     ["admin", "rebuild-rollup"],
+    ["events"],
+    ["events", "list"],
+    ["events", "redeliver"],
 ]
 
 

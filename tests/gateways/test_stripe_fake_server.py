@@ -24,6 +24,7 @@ from paysvc.gateways.base import (
     GatewayRejected,
     GatewayUnavailable,
     InvalidPaymentMethod,
+    NextAction,
     OutcomeUnknown,
     RefundRequest,
 )
@@ -220,17 +221,77 @@ async def test_decline_carries_decline_code_and_the_payment_intent(
     assert len(fake_stripe.requests) == 1  # no lookup needed
 
 
-async def test_authentication_required_is_a_decline(
+async def test_authentication_required_with_return_url_is_a_redirect(
     fake_stripe: FakeStripe, fake_gateway: StripeGateway
 ) -> None:
-    fake_stripe.reply("POST", PI, intent_json(status="requires_action", amount_received=0))
+    hooks = "https://hooks.stripe.com/3d_secure_2/hosted?merchant=acct_1&payment_intent=pi_x"
+    fake_stripe.reply(
+        "POST",
+        PI,
+        intent_json(
+            status="requires_action",
+            amount_received=0,
+            next_action={
+                "type": "redirect_to_url",
+                "redirect_to_url": {"url": hooks, "return_url": "https://shop.example/done"},
+            },
+        ),
+    )
 
-    with pytest.raises(CardDeclined) as caught:
-        await fake_gateway.charge(charge_request())
+    payment = await fake_gateway.charge(charge_request(return_url="https://shop.example/done"))
 
-    assert caught.value.decline.code == "authentication_required"
-    assert caught.value.payment is not None
-    assert caught.value.payment.status is GatewayPaymentStatus.FAILED
+    (call,) = fake_stripe.calls("POST", PI)
+    assert call.form["return_url"] == "https://shop.example/done"
+    assert call.form["automatic_payment_methods[enabled]"] == "true"
+    assert "automatic_payment_methods[allow_redirects]" not in call.form  # redirects allowed
+    assert payment.status is GatewayPaymentStatus.REQUIRES_ACTION
+    assert payment.next_action == NextAction(
+        "redirect_to_url", url=hooks, return_url="https://shop.example/done"
+    )
+    assert payment.decline is None and payment.amount_captured == 0
+
+
+async def test_authentication_for_stripe_js_is_passed_through(
+    fake_stripe: FakeStripe, fake_gateway: StripeGateway
+) -> None:
+    """Without a return_url Stripe asks Stripe.js to handle it: `use_stripe_sdk`, type only."""
+    fake_stripe.reply(
+        "POST",
+        PI,
+        intent_json(
+            status="requires_action",
+            amount_received=0,
+            next_action={"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure"}},
+        ),
+    )
+
+    payment = await fake_gateway.charge(charge_request())
+
+    assert "return_url" not in fake_stripe.calls("POST", PI)[0].form
+    assert payment.status is GatewayPaymentStatus.REQUIRES_ACTION
+    assert payment.next_action == NextAction("use_stripe_sdk")
+    assert payment.next_action.as_dict() == {"type": "use_stripe_sdk"}
+
+
+async def test_failed_authentication_reads_as_a_failed_payment(
+    fake_stripe: FakeStripe, fake_gateway: StripeGateway
+) -> None:
+    error = {
+        "code": "payment_intent_authentication_failure",
+        "message": "The provided PaymentMethod has failed authentication.",
+    }
+    fake_stripe.reply(
+        "GET",
+        f"{PI}/pi_fake123",
+        intent_json(status="requires_payment_method", amount_received=0, last_payment_error=error),
+    )
+
+    payment = await fake_gateway.retrieve_payment("pi_fake123")
+
+    assert payment.status is GatewayPaymentStatus.FAILED
+    assert payment.decline is not None
+    assert payment.decline.code == "payment_intent_authentication_failure"
+    assert payment.next_action is None
 
 
 async def test_missing_payment_method_as_stripe_says_it(

@@ -18,7 +18,7 @@ from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container
 from paysvc.idempotency.models import IdempotencyKey
 from paysvc.idempotency.service import hash_key
-from tests.conftest import CUSTOMER, ENCRYPTION_KEY, JWT_SECRET
+from tests.conftest import CUSTOMER, ENCRYPTION_KEY, EVENTS_SECRET, JWT_SECRET
 from tests.support import rows
 
 INTENT = {"order_id": "1042", "amount": 1999, "currency": "usd"}
@@ -29,6 +29,7 @@ async def paysvc(database_url: str, *args: str) -> Any:
         "DATABASE_URL": database_url,
         "JWT_SECRET_KEY": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "EVENTS_SIGNING_SECRET": EVENTS_SECRET,
         "PAYMENT_GATEWAY": "sandbox",
     }
     # The CLI runs its own event loop, so it runs in a thread beside the test's loop.

@@ -86,6 +86,7 @@ async def crash_first_attempt(container: Container, payment_id: str, after_charg
         container.clock,
         container.audit,
         Ledger(gateways, container.clock, container.settings.timing),
+        container.outbox,
     )
     CURRENT_CLAIM.set(claim)  # as the middleware does for the request
     with pytest.raises(Crash):

@@ -44,7 +44,7 @@ async def test_create_renders_the_whole_payment_object(api: Api) -> None:
         "id", "object", "order_id", "customer_id", "amount", "amount_capturable",
         "amount_captured", "amount_refunded", "currency", "status", "capture_method",
         "payment_method", "failure", "cancellation_reason", "description", "metadata",
-        "disputed", "gateway", "gateway_reference", "created_at", "updated_at",
+        "next_action", "disputed", "gateway", "gateway_reference", "created_at", "updated_at",
     }  # fmt: skip
     assert created["object"] == "payment"
     assert created["currency"] == "eur"

@@ -21,6 +21,12 @@ from tests.conftest import ADMIN, SERVICE, Api
 
 S = PaymentStatus
 ALLOWED = {
+    (S.PENDING, S.REQUIRES_ACTION),
+    (S.REQUIRES_ACTION, S.AUTHORIZED),
+    (S.REQUIRES_ACTION, S.CAPTURED),
+    (S.REQUIRES_ACTION, S.PROCESSING),
+    (S.REQUIRES_ACTION, S.FAILED),
+    (S.REQUIRES_ACTION, S.CANCELLED),
     (S.PENDING, S.AUTHORIZED),
     (S.PENDING, S.CAPTURED),
     (S.PENDING, S.PROCESSING),
@@ -47,7 +53,7 @@ def test_table_is_exactly_the_contract() -> None:
     assert {(a, b) for a, targets in TRANSITIONS.items() for b in targets} == ALLOWED
     assert set(TRANSITIONS) == set(PaymentStatus)
     assert {S.FAILED, S.CANCELLED, S.REFUNDED} == FINAL
-    assert {S.PROCESSING, S.AUTHORIZED, S.CAPTURED, S.PARTIALLY_REFUNDED} == LIVE
+    assert {S.REQUIRES_ACTION, S.PROCESSING, S.AUTHORIZED, S.CAPTURED, S.PARTIALLY_REFUNDED} == LIVE
     assert {S.CAPTURED, S.PARTIALLY_REFUNDED} == REFUNDABLE
 
 
@@ -68,6 +74,12 @@ async def _in_status(api: Api, status: str, order: str) -> dict[str, Any]:
         return await api.create(order_id=order)
     if status == "processing":
         return await api.paid("pm_card_timeout", order_id=order)
+    if status == "requires_action":
+        payment = await api.create(order_id=order)
+        return await api.post(
+            f"/payments/{payment['id']}/confirm",
+            {"payment_method": "pm_card_threeDSecure2Required"},
+        )
     if status == "authorized":
         return await api.paid(capture_method="manual", order_id=order)
     if status == "captured":
@@ -94,10 +106,11 @@ async def _in_status(api: Api, status: str, order: str) -> dict[str, Any]:
 OPERATIONS: dict[str, dict[str, Any]] = {
     "confirm": {"body": {"payment_method": "pm_card_visa"}, "allowed": {"pending"}},
     "capture": {"body": {}, "allowed": {"authorized"}},
-    "cancel": {"body": {}, "allowed": {"pending", "authorized"}},
+    "cancel": {"body": {}, "allowed": {"pending", "requires_action", "authorized"}},
 }
 REACHABLE = [
     "pending",
+    "requires_action",
     "processing",
     "authorized",
     "captured",
@@ -110,6 +123,7 @@ EXPECTED_AFTER = {
     ("confirm", "pending"): "captured",
     ("capture", "authorized"): "captured",
     ("cancel", "pending"): "cancelled",
+    ("cancel", "requires_action"): "cancelled",
     ("cancel", "authorized"): "cancelled",
 }
 CASES = [(op, status) for op in OPERATIONS for status in REACHABLE]

@@ -17,7 +17,7 @@ from paysvc.auth.principal import SYSTEM
 from paysvc.bootstrap import Container, build_container
 from paysvc.config import Settings
 from paysvc.web.app import create_app
-from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, Api, make_settings
+from tests.conftest import ENCRYPTION_KEY, EVENTS_SECRET, JWT_SECRET, Api, make_settings
 from tests.refunds.helpers import sandbox
 from tests.stripe_events import status_changes
 from tests.support import eventually
@@ -39,6 +39,7 @@ def run_cli(database_url: str, *args: str) -> Result:
         "DATABASE_URL": database_url,
         "JWT_SECRET_KEY": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "EVENTS_SIGNING_SECRET": EVENTS_SECRET,
         "PAYMENT_GATEWAY": "sandbox",
         "COLUMNS": "160",
     }

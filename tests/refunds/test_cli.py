@@ -10,7 +10,7 @@ from typer.testing import CliRunner, Result
 
 from cli.main import app
 from paysvc.bootstrap import Container
-from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, Api
+from tests.conftest import ENCRYPTION_KEY, EVENTS_SECRET, JWT_SECRET, Api
 from tests.refunds.helpers import assert_books_agree, books, refund
 
 
@@ -20,6 +20,7 @@ async def paysvc(database_url: str, *args: str) -> Result:
         "DATABASE_URL": database_url,
         "JWT_SECRET_KEY": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "EVENTS_SIGNING_SECRET": EVENTS_SECRET,
         "PAYMENT_GATEWAY": "sandbox",
     }
     return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)

@@ -21,7 +21,7 @@ from paysvc.bootstrap import build_container
 from paysvc.db.models import metadata
 from paysvc.logs import configure_logging
 from paysvc.web.app import create_app
-from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, make_settings
+from tests.conftest import ENCRYPTION_KEY, EVENTS_SECRET, JWT_SECRET, make_settings
 
 
 async def paysvc(database_url: str, *args: str, **env: str) -> Result:
@@ -30,6 +30,7 @@ async def paysvc(database_url: str, *args: str, **env: str) -> Result:
         "DATABASE_URL": database_url,
         "JWT_SECRET_KEY": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "EVENTS_SIGNING_SECRET": EVENTS_SECRET,
         "ENCRYPTION_KEYS_RETIRED": "",
         "PAYMENT_GATEWAY": "sandbox",
         **env,

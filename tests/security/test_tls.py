@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 from cli.serve import tls_context
 from paysvc.bootstrap import Container
 from paysvc.web.app import create_app
-from tests.conftest import ENCRYPTION_KEY, JWT_SECRET, token
+from tests.conftest import ENCRYPTION_KEY, EVENTS_SECRET, JWT_SECRET, token
 
 ROOT = Path(__file__).resolve().parents[2]
 EMAIL = "dave.tls@example.net"
@@ -138,6 +138,7 @@ async def test_paysvc_serve_over_https_logs_json_without_secrets(
         "DATABASE_URL": database_url,
         "JWT_SECRET_KEY": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "EVENTS_SIGNING_SECRET": EVENTS_SECRET,
         "PAYMENT_GATEWAY": "sandbox",
         "TLS_CERT_FILE": certificate[0],
         "TLS_KEY_FILE": certificate[1],

@@ -39,7 +39,9 @@ TAG = ["payments"]
 @with_body(CreateIntentRequest)
 async def create_intent(request: web.Request) -> web.Response:
     payment = await container(request).payments.create_intent(
-        actor(request), NewIntent(**request[BODY])
+        actor(request),
+        NewIntent(**request[BODY]),
+        authorization=request.headers.get("Authorization"),
     )
     return json_response(render_payment(payment), status=201)
 
@@ -47,8 +49,10 @@ async def create_intent(request: web.Request) -> web.Response:
 @doc(
     tags=TAG,
     summary="Confirm: charge (automatic) or authorize (manual) the payment",
-    description="200 captured/authorized; 402 card_error with the failed payment; "
-    "202 processing when the gateway's answer was lost; 409 order_already_paid.",
+    description="200 captured/authorized; 200 requires_action with next_action when the "
+    "customer must authenticate (3-D Secure; confirm again with an empty body to settle it); "
+    "402 card_error with the failed payment; 202 processing when the gateway's answer was "
+    "lost; 409 order_already_paid.",
     responds=PaymentOut,
     statuses=(202,),
     errors=(402, 409, 502),
@@ -57,8 +61,9 @@ async def create_intent(request: web.Request) -> web.Response:
 @routes.post("/payments/{id}/confirm")
 @with_body(ConfirmRequest)
 async def confirm(request: web.Request) -> web.Response:
+    body = request[BODY]
     payment = await container(request).payments.confirm(
-        actor(request), request.match_info["id"], request[BODY].get("payment_method")
+        actor(request), request.match_info["id"], body.get("payment_method"), body.get("return_url")
     )
     status = 202 if payment.status == PaymentStatus.PROCESSING else 200
     return json_response(render_payment(payment), status=status)
