@@ -51,6 +51,7 @@ def serve(
     """Apply migrations if needed, then run the HTTP service."""
     import uvloop
 
+    from cli.db import keyring
     from paysvc.db import migrate
     from paysvc.logs import configure_logging
 
@@ -58,7 +59,8 @@ def serve(
     configure_logging(config.log_level)
     with failures_as_one_line(config.database_url):
         if not migrate.is_current(config.database_url):  # a restart at head skips it
-            migrate.upgrade_in_subprocess(config.database_url)  # the server never loads Alembic
+            # the server never loads Alembic
+            migrate.upgrade_in_subprocess(config.database_url, keyring(config))
     run_async(with_container(check_keys))
     tls = None
     if config.tls_cert_file and config.tls_key_file:

@@ -55,6 +55,7 @@ def current(url: str) -> str:
 
 
 _URL_VARIABLE = "PAYSVC_MIGRATE_DATABASE_URL"  # passed by environment: never in `ps` output
+_KEYS_VARIABLE = "PAYSVC_MIGRATE_KEYS"  # the service keys, likewise
 _REVISION = re.compile(r"""^revision(?::[^=\n]*)?=\s*["']([^"']+)["']""", re.M)
 _DOWN_REVISION = re.compile(r"""^down_revision(?::[^=\n]*)?=\s*["']([^"']+)["']""", re.M)
 
@@ -94,12 +95,16 @@ def is_current(url: str) -> bool:
         return False
 
 
-def upgrade_in_subprocess(url: str) -> None:
+def upgrade_in_subprocess(url: str, keys: Keyring | None = None) -> None:
     """`upgrade` in a child process, so that a server never keeps Alembic and the migration
-    modules in memory. Failure: ConfigError with the child's one-line reason."""
+    modules in memory. `keys` reach the child by environment (data migrations that encrypt
+    stored values need them). Failure: ConfigError with the child's one-line reason."""
+    env = {**os.environ, _URL_VARIABLE: url}
+    if keys is not None:
+        env[_KEYS_VARIABLE] = keys.export()
     done = subprocess.run(
         [sys.executable, "-m", "paysvc.db.migrate"],
-        env={**os.environ, _URL_VARIABLE: url},
+        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -113,14 +118,8 @@ def _main() -> int:
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from paysvc.config import Settings
-
-    # The service keys, for data migrations that encrypt stored values (the parent checked
-    # the configuration already; the child reads the same environment).
-    config = Settings.from_env(os.environ)
-    keyring = Keyring(
-        config.encryption_key, config.encryption_keys_retired, config.encryption_keys_next
-    )
+    exported = os.environ.get(_KEYS_VARIABLE)
+    keyring = Keyring.imported(exported) if exported else None
     try:
         upgrade(os.environ[_URL_VARIABLE], keyring=keyring)
     except CommandError as error:

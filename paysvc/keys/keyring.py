@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -45,6 +46,26 @@ class Keyring:
         retired = tuple(k for kid, k in others.items() if kid not in self.next_ids)
         upcoming = tuple(k for kid, k in others.items() if kid in self.next_ids)
         return (Keyring, (self._raw[self.active_id], retired, upcoming))
+
+    def export(self) -> str:
+        """The keys as text, for a child process's environment (`imported` reads it back)."""
+        active, retired, upcoming = self.__reduce__()[1]
+        return json.dumps(
+            {
+                "active": base64.b64encode(active).decode(),
+                "retired": [base64.b64encode(k).decode() for k in retired],
+                "next": [base64.b64encode(k).decode() for k in upcoming],
+            }
+        )
+
+    @classmethod
+    def imported(cls, text: str) -> Keyring:
+        keys = json.loads(text)
+        return cls(
+            base64.b64decode(keys["active"]),
+            tuple(base64.b64decode(k) for k in keys["retired"]),
+            tuple(base64.b64decode(k) for k in keys["next"]),
+        )
 
     def state(self, kid: str) -> str:
         """active, next, retired, or unknown (not in this keyring)."""

@@ -131,7 +131,8 @@ def test_the_migration_encrypts_existing_payloads(empty_url: str) -> None:
         migrate.upgrade(empty_url)  # a bare upgrade cannot encrypt: refuses, changes nothing
     assert migrate.current(empty_url).startswith(before)
     keyring = Keyring(secrets.token_bytes(32))
-    migrate.upgrade(empty_url, keyring=keyring)
+    # As `paysvc serve` migrates: in a child process, the keys passed to it by environment.
+    migrate.upgrade_in_subprocess(empty_url, keyring)
     envelope = asyncio.run(_sql(empty_url, "SELECT payload_enc FROM webhook_events"))
     assert keyring.decrypt(envelope, "webhook_events.payload.evt_old") == body
     in_use = asyncio.run(_sql(empty_url, "SELECT key_id FROM encryption_keys_in_use"))
