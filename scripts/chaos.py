@@ -318,6 +318,8 @@ async def chaos(
         "DATABASE_URL": url,
         "JWT_SECRET_KEY": secret,
         "ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        # Required outside SQLite (generated secrets are refused there).
+        "EVENTS_SIGNING_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "PAYMENT_GATEWAY": "sandbox",
         "RATE_LIMIT_PER_SECOND": "1000000",
         "RATE_LIMIT_BURST": "1000000",
