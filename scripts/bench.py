@@ -197,6 +197,8 @@ def paysvc_commands(
         "JWT_SECRET_KEY": secret,
         "ENCRYPTION_KEY": key,
         "PAYMENT_GATEWAY": "sandbox",
+        # Required outside SQLite (a generated secret is refused there); one per run.
+        "EVENTS_SIGNING_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "RATE_LIMIT_PER_SECOND": "1000000",
         "RATE_LIMIT_BURST": "1000000",
     }
