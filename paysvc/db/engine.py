@@ -1,8 +1,10 @@
 """Engine and unit-of-work factory; the SQLite write-lock discipline; bounded retries.
 
 SQLite ignores `SELECT ... FOR UPDATE`, so a write transaction takes the write lock up front
-(`BEGIN IMMEDIATE`, with a busy timeout) and lost updates cannot happen. Read-only units of work
-use a plain `BEGIN` so readers never wait for writers (WAL mode).
+(`BEGIN IMMEDIATE`, waiting for another process's lock asynchronously for up to
+SQLITE_BUSY_TIMEOUT_MS) and lost updates cannot happen. Read-only units of work use a plain
+`BEGIN` so readers never wait for writers (WAL mode). SQLite statements run inline on the
+event loop's thread (see paysvc.db.inline for why, and why the loop never blocks on a lock).
 PostgreSQL uses READ COMMITTED plus row locks taken by repositories; serialization failures and
 deadlocks are retried a bounded number of times.
 """
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from paysvc.db import inline
 from paysvc.keys import repository as keys_repository
 from paysvc.keys.keyring import Keyring
 
@@ -52,9 +55,8 @@ def async_url(url: str) -> str:
 def create_engine(url: str) -> AsyncEngine:
     engine_url = async_url(url)
     if engine_url.startswith("sqlite"):
-        engine = create_async_engine(
-            engine_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        )
+        # Statements run on the loop's thread (paysvc.db.inline), not in aiosqlite's threads.
+        engine = create_async_engine(engine_url, connect_args={"async_creator_fn": inline.connect})
         _sqlite_discipline(engine)
         return engine
     return create_async_engine(engine_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -65,11 +67,10 @@ def _sqlite_discipline(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let us emit BEGIN ourselves (pysqlite's own BEGIN is deferred).
-        dbapi_connection.isolation_level = None
+        # inline.connect opened it in autocommit mode (we emit BEGIN ourselves) with no busy
+        # handler: a lock is waited for asynchronously, never by blocking the loop.
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
