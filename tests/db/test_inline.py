@@ -6,6 +6,7 @@ see with any driver. The lock holder is a real second process, as a CLI command 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,7 @@ from paysvc.db import engine
 from paysvc.db.inline import InlineConnection
 from paysvc.payments.models import Payment
 from tests.conftest import BACKEND, CUSTOMER, Api
-from tests.support import count
+from tests.support import count, eventually
 
 pytestmark = pytest.mark.skipif(BACKEND == "postgresql", reason="the SQLite driver")
 
@@ -214,3 +215,38 @@ async def test_streaming_reads_a_server_side_cursor_inline(container: Container,
             select(Payment.order_id).order_by(Payment.order_id).execution_options(yield_per=2)
         )
         assert [order async for order in result.scalars()] == [f"o{n}" for n in range(5)]
+
+
+async def _autocheckpoint(session: AsyncSession) -> int:
+    return int(await session.scalar(text("PRAGMA wal_autocheckpoint")) or 0)
+
+
+async def test_the_server_checkpoints_the_wal_in_a_thread(
+    api: Api, container: Container, database_url: str
+) -> None:
+    """A created payment reaches the database file itself (read ignoring the WAL) by the
+    server's checkpoint thread, long before the 1000 WAL pages at which a COMMIT would copy
+    it; the served connections checkpoint inline only past the backstop."""
+    assert await container.db.run(_autocheckpoint, write=False) == engine.SQLITE_BACKSTOP_PAGES
+    created = await api.create(order_id="checkpointed")
+
+    def in_database_file() -> bool:
+        try:
+            file = sqlite3.connect(f"file:{make_url(database_url).database}?immutable=1", uri=True)
+            try:
+                found = file.execute("SELECT 1 FROM payments WHERE id = ?", (created["id"],))
+                return found.fetchone() is not None
+            finally:
+                file.close()
+        except sqlite3.DatabaseError:  # read while being copied: look again
+            return False
+
+    async def copied() -> bool:
+        return in_database_file()
+
+    await eventually(copied)
+
+
+async def test_outside_a_server_sqlite_checkpoints_at_commit(container: Container) -> None:
+    """A CLI process (no app, no checkpoint thread) keeps SQLite's default."""
+    assert await container.db.run(_autocheckpoint, write=False) == 1000
