@@ -65,11 +65,13 @@ def _is_busy(error: sqlite3.Error) -> bool:
 class InlineCursor:
     """aiosqlite.Cursor's API over a sqlite3 cursor, run inline."""
 
-    __slots__ = ("_connection", "_cursor")
+    __slots__ = ("_connection", "_cursor", "_sql", "_started")
 
     def __init__(self, connection: InlineConnection) -> None:
         self._connection = connection
         self._cursor = connection._conn.cursor()
+        self._sql = ""
+        self._started = 0.0
 
     async def __aenter__(self) -> InlineCursor:
         return self
@@ -99,8 +101,22 @@ class InlineCursor:
 
     async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
         cursor = self._cursor
-        await self._connection._run(sql, lambda: cursor.execute(sql, parameters))
+        self._sql, self._started = sql, time.perf_counter()
+        if await self._connection._run(sql, lambda: cursor.execute(sql, parameters)):
+            self._started = time.perf_counter()  # waited for a lock, the loop serving others
+        if cursor.description is None:  # else its rows are read next: timed in fetchall
+            self._timed()
         return self
+
+    def _timed(self) -> None:
+        """Say so when a statement held the loop long: the server must have no long reads."""
+        elapsed = time.perf_counter() - self._started
+        if elapsed > SLOW_STATEMENT_SECONDS:
+            log.warning(
+                "a SQLite statement held the event loop for %.0f ms: %.80s",
+                elapsed * 1000,
+                self._sql,
+            )
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
         cursor = self._cursor
@@ -115,7 +131,9 @@ class InlineCursor:
         return self._cursor.fetchmany(self._cursor.arraysize if size is None else size)
 
     async def fetchall(self) -> list[Any]:
-        return self._cursor.fetchall()
+        rows = self._cursor.fetchall()
+        self._timed()
+        return rows
 
     async def setinputsizes(self, *_: Any) -> None:
         return None
@@ -143,20 +161,16 @@ class InlineConnection:
 
     # -- statements ------------------------------------------------------------------------
 
-    async def _run(self, sql: str, call: Callable[[], object]) -> None:
-        started = time.perf_counter()
+    async def _run(self, sql: str, call: Callable[[], object]) -> bool:
+        """Run `call` now; True if it had to wait for a lock first."""
         try:
             call()
         except sqlite3.OperationalError as error:
             if not _is_busy(error) or not self._may_wait(sql):
                 raise
             await self._wait_for_lock(sql, call, error)
-            return
-        elapsed = time.perf_counter() - started
-        if elapsed > SLOW_STATEMENT_SECONDS:
-            log.warning(
-                "a SQLite statement held the event loop for %.0f ms: %.80s", elapsed * 1000, sql
-            )
+            return True
+        return False
 
     def _may_wait(self, sql: str) -> bool:
         """Retrying is side-effect free for BEGIN IMMEDIATE and outside a transaction."""

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.bootstrap import Container
-from paysvc.db import engine
+from paysvc.db import engine, inline
 from paysvc.db.inline import InlineConnection
 from paysvc.payments.models import Payment
 from tests.conftest import BACKEND, CUSTOMER, Api
@@ -250,3 +250,20 @@ async def test_the_server_checkpoints_the_wal_in_a_thread(
 async def test_outside_a_server_sqlite_checkpoints_at_commit(container: Container) -> None:
     """A CLI process (no app, no checkpoint thread) keeps SQLite's default."""
     assert await container.db.run(_autocheckpoint, write=False) == 1000
+
+
+async def test_a_statement_that_holds_the_loop_long_is_logged_without_its_values(
+    container: Container, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(inline, "SLOW_STATEMENT_SECONDS", 0.0)  # every statement is "long"
+
+    async def work(session: AsyncSession) -> Any:
+        return await session.scalar(
+            text("SELECT count(*) FROM payments WHERE order_id = :o"), {"o": "secret-order"}
+        )
+
+    with caplog.at_level("WARNING", logger="paysvc.db.inline"):
+        assert await container.db.run(work, write=False) == 0
+    messages = [r.getMessage() for r in caplog.records if r.name == "paysvc.db.inline"]
+    assert any("SELECT count(*) FROM payments" in m for m in messages), messages
+    assert not any("secret-order" in m for m in messages)
