@@ -1,8 +1,10 @@
 """Engine and unit-of-work factory; the SQLite write-lock discipline; bounded retries.
 
 SQLite ignores `SELECT ... FOR UPDATE`, so a write transaction takes the write lock up front
-(`BEGIN IMMEDIATE`, with a busy timeout) and lost updates cannot happen. Read-only units of work
-use a plain `BEGIN` so readers never wait for writers (WAL mode).
+(`BEGIN IMMEDIATE`, waiting for another process's lock asynchronously for up to
+SQLITE_BUSY_TIMEOUT_MS) and lost updates cannot happen. Read-only units of work use a plain
+`BEGIN` so readers never wait for writers (WAL mode). SQLite statements run inline on the
+event loop's thread (see paysvc.db.inline for why, and why the loop never blocks on a lock).
 PostgreSQL uses READ COMMITTED plus row locks taken by repositories; serialization failures and
 deadlocks are retried a bounded number of times.
 """
@@ -10,8 +12,10 @@ deadlocks are retried a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -26,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from paysvc.db import inline
 from paysvc.keys import repository as keys_repository
 from paysvc.keys.keyring import Keyring
 
@@ -36,6 +41,10 @@ _RETRYABLE_PG = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_ANALYSIS_LIMIT = 1000  # rows sampled per index by ANALYZE (approximate, fast)
 SQLITE_OPTIMIZE_INTERVAL = 3600.0  # seconds between PRAGMA optimize in a running server
+SQLITE_CHECKPOINT_INTERVAL = 1.0  # seconds between a server's WAL checkpoints (in a thread)
+# A server's connections still checkpoint inline past this many WAL pages (~80 MB at 4 KiB),
+# should its checkpoint thread ever fall that far behind: the WAL never grows without bound.
+SQLITE_BACKSTOP_PAGES = 20_000
 
 
 def async_url(url: str) -> str:
@@ -52,9 +61,8 @@ def async_url(url: str) -> str:
 def create_engine(url: str) -> AsyncEngine:
     engine_url = async_url(url)
     if engine_url.startswith("sqlite"):
-        engine = create_async_engine(
-            engine_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        )
+        # Statements run on the loop's thread (paysvc.db.inline), not in aiosqlite's threads.
+        engine = create_async_engine(engine_url, connect_args={"async_creator_fn": inline.connect})
         _sqlite_discipline(engine)
         return engine
     return create_async_engine(engine_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -65,11 +73,10 @@ def _sqlite_discipline(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let us emit BEGIN ourselves (pysqlite's own BEGIN is deferred).
-        dbapi_connection.isolation_level = None
+        # inline.connect opened it in autocommit mode (we emit BEGIN ourselves) with no busy
+        # handler: a lock is waited for asynchronously, never by blocking the loop.
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -78,6 +85,12 @@ def _sqlite_discipline(engine: AsyncEngine) -> None:
     def _begin(connection: Any) -> None:
         write = connection.get_execution_options().get("paysvc_write", True)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if busy or copied < frames:
+        log.debug("WAL checkpoint copied %d of %d frames", copied, frames)
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -113,6 +126,52 @@ class Database:
         )
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._active_key_recorded = False  # see paysvc.keys.models.KeyInUse
+        self._checkpointing = False  # see checkpoints()
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", self._on_sqlite_connect)
+
+    def _on_sqlite_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        if self._checkpointing:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_BACKSTOP_PAGES}")
+            cursor.close()
+
+    @asynccontextmanager
+    async def checkpoints(
+        self, interval: float = SQLITE_CHECKPOINT_INTERVAL
+    ) -> AsyncIterator[None]:
+        """SQLite, for a server: WAL checkpoints off the event loop. SQLite checkpoints at the
+        COMMIT that passes 1000 WAL pages, copying them into the database and fsyncing it;
+        with statements run inline that stalled every request behind it. Inside this block
+        the connections only do so past SQLITE_BACKSTOP_PAGES, and a thread runs a PASSIVE
+        checkpoint every `interval` seconds (never waiting for a lock; what it cannot copy
+        now it copies next time). CLI processes keep SQLite's default."""
+        if not self.is_sqlite:
+            yield
+            return
+        self._checkpointing = True
+        await self.engine.dispose()  # pooled connections reopen with the backstop setting
+        path = make_url(self.url).database or ""
+        connection = await asyncio.to_thread(
+            sqlite3.connect, path, timeout=0, isolation_level=None, check_same_thread=False
+        )
+        task = asyncio.create_task(self._checkpoint_every(interval, connection))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._checkpointing = False
+            await asyncio.to_thread(connection.close)
+
+    async def _checkpoint_every(self, interval: float, connection: sqlite3.Connection) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(_checkpoint, connection)
+            except sqlite3.Error as error:  # busy, or the disk: say so, try again later
+                log.warning("WAL checkpoint failed: %s", error)
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:

@@ -161,6 +161,11 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
         if own_container:
             await container.close()
 
+    async def checkpoints(_app: web.Application) -> AsyncIterator[None]:
+        async with container.db.checkpoints():  # SQLite: WAL checkpoints off the loop
+            yield
+
+    app.cleanup_ctx.append(checkpoints)  # first: the pool it reopens is the one served from
     app.cleanup_ctx.append(lifetime)
     app.cleanup_ctx.append(_rejection_flusher(container))
     if settings.reconcile_interval > 0:
