@@ -30,7 +30,7 @@ from paysvc.operations.completer import Completer
 from paysvc.operations.service import Ledger
 from paysvc.orders.service import OrderService
 from paysvc.orders.validation import OrderValidator
-from paysvc.payments.service import PaymentService
+from paysvc.payments.service import ConfirmFollowUp, PaymentService
 from paysvc.reconcile.service import ReconcileService
 from paysvc.refunds.service import RefundService
 from paysvc.webhooks.service import WebhookService
@@ -97,11 +97,13 @@ def build_container(
         db, settings.stripe_webhook_secrets, clock, audit, payments, disputes, refunds, metrics
     )
     # Webhooks that arrived before their payment had a gateway reference apply right away.
-    payments.confirm_listeners.append(webhooks.retry_for_payment)
+    payments.confirm_followups.append(
+        ConfirmFollowUp(webhooks.waiting_for, webhooks.retry_for_payment)
+    )
     orders = OrderService(db, clock, audit, payments, refunds)
     # A confirm that settles a payment of a cancelled order releases the money again at once;
     # after every applying completer pass, so are those whose operations it settled.
-    payments.confirm_listeners.append(orders.settle_payment)
+    payments.confirm_followups.append(ConfirmFollowUp(orders.cancelled, orders.settle_payment))
     reconcile = ReconcileService(
         db, gateways, payments, webhooks, clock, refunds, completer, metrics
     )

@@ -26,6 +26,7 @@ from paysvc.clock import Clock
 from paysvc.db.base import Base, UTCDateTime
 from paysvc.db.encrypted import Encrypted, EncryptedModel
 from paysvc.db.engine import Database
+from paysvc.db.inserts import insert_if_new
 from paysvc.gateways.base import (
     STRIPE_IDEMPOTENCY_WINDOW,
     CardDeclined,
@@ -167,13 +168,6 @@ class SandboxGateway:
             raise InvalidPaymentMethod(f"No such payment method: {request.payment_method!r}")
 
         async def work(session: AsyncSession) -> GatewayPayment:
-            existing = await session.scalar(
-                select(SandboxCharge).where(
-                    SandboxCharge.idempotency_key == request.idempotency_key
-                )
-            )
-            if existing is not None:
-                return await self._answer(session, existing)
             manual = request.capture_method == "manual"
             ok = card.decline is None
             status = (
@@ -186,21 +180,37 @@ class SandboxGateway:
                 else GatewayPaymentStatus.CAPTURED
             )
             settled = ok and not card.authenticate
-            charge = SandboxCharge(
-                reference="pi_sbx_" + secrets.token_hex(12),
-                payment_id=request.payment_id,
-                idempotency_key=request.idempotency_key,
-                payment_method=request.payment_method,
-                amount=request.amount,
-                currency=request.currency,
-                status=status,
-                capture_method=request.capture_method,
-                amount_capturable=request.amount if settled and manual else 0,
-                amount_captured=request.amount if settled and not manual else 0,
-                decline_code=card.decline.decline_code if card.decline else None,
-                created_at=self.clock.now(),
+            values = {
+                "reference": "pi_sbx_" + secrets.token_hex(12),
+                "payment_id": request.payment_id,
+                "idempotency_key": request.idempotency_key,
+                "payment_method": request.payment_method,
+                "amount": request.amount,
+                "currency": request.currency,
+                "status": status,
+                "capture_method": request.capture_method,
+                "amount_capturable": request.amount if settled and manual else 0,
+                "amount_captured": request.amount if settled and not manual else 0,
+                "amount_refunded": 0,
+                "decline_code": card.decline.decline_code if card.decline else None,
+                "created_at": self.clock.now(),
+            }
+            # One statement: the charge, unless this key made one already (then that one's
+            # answer, as Stripe replays a key's first result). No encrypted column here.
+            inserted = await session.execute(
+                insert_if_new(session, SandboxCharge, SandboxCharge.idempotency_key)
+                .values(values)
+                .returning(SandboxCharge.reference)
             )
-            session.add(charge)
+            if inserted.first() is None:
+                existing = await session.scalar(
+                    select(SandboxCharge).where(
+                        SandboxCharge.idempotency_key == request.idempotency_key
+                    )
+                )
+                assert existing is not None  # the conflicting row (charges are never deleted)
+                return await self._answer(session, existing)
+            charge = SandboxCharge(**values)  # as inserted (not added: nothing more to write)
             if card.authenticate:
                 token = secrets.token_urlsafe(32)
                 session.add(
@@ -208,12 +218,12 @@ class SandboxGateway:
                         id="sba_" + secrets.token_hex(12),
                         charge_reference=charge.reference,
                         token_hash=token_hash(token),
-                        token=token,
+                        token=token,  # encrypted by the flush hooks (an ORM insert)
                         return_url=request.return_url,
                         created_at=self.clock.now(),
                     )
                 )
-            await session.flush()
+                await session.flush()
             return await self._answer(session, charge)
 
         payment = await self.database.run(work)

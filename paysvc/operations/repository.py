@@ -44,6 +44,31 @@ class OperationRepository:
         )
         return list(await self.session.scalars(query))
 
+    async def for_payments(self, payment_ids: Sequence[str]) -> Sequence[Operation]:
+        """The operations of these payments (e.g. every payment of an order), oldest first."""
+        query = (
+            select(Operation)
+            .where(Operation.payment_id.in_(payment_ids))
+            .order_by(Operation.created_at, Operation.id)
+            .execution_options(populate_existing=True)
+        )
+        return list(await self.session.scalars(query))
+
+    async def lock_open_and(self, payment_id: str, op_id: str) -> Sequence[Operation]:
+        """The payment's open operations and `op` (open or not), locked, oldest first: in
+        one statement, what settling `op` reads and may move (the payment is locked first)."""
+        query = (
+            select(Operation)
+            .where(
+                Operation.payment_id == payment_id,
+                or_(Operation.status.in_(sorted(OPEN)), Operation.id == op_id),
+            )
+            .order_by(Operation.created_at, Operation.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list(await self.session.scalars(query))
+
     async def open_for_payment(self, payment_id: str) -> Sequence[Operation]:
         query = (
             select(Operation)

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Exists, select
+from sqlalchemy import ColumnElement, Exists, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.operations.models import Operation
@@ -25,6 +25,11 @@ class OrderRepository:
 
     async def cancellation(self, order_id: str) -> OrderCancellation | None:
         return await self.session.get(OrderCancellation, order_id)
+
+    @staticmethod
+    def cancelled(order_id: str) -> ColumnElement[bool]:
+        """A condition: the order is cancelled."""
+        return exists().where(OrderCancellation.order_id == order_id)
 
     def add(self, cancellation: OrderCancellation) -> None:
         self.session.add(cancellation)

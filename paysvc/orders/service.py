@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -123,6 +124,12 @@ class OrderService:
         for payment_id, cancellation in due:
             await self._settle(actor, payment_id, cancellation)
         return len(due)
+
+    @staticmethod
+    def cancelled(payment: Payment) -> ColumnElement[bool]:
+        """Whether the payment's order is cancelled (a condition asked by a confirm's unit
+        of work, which then calls `settle_payment` only if so)."""
+        return OrderRepository.cancelled(payment.order_id)
 
     async def settle_payment(self, payment_id: str) -> None:
         """After a confirm: a payment of a cancelled order is released again at once."""

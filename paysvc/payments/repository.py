@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from paysvc.db.pagination import Page, keyset_page
 from paysvc.payments.models import Payment, PaymentEvent
@@ -45,13 +46,20 @@ class PaymentRepository:
     def add_event(self, event: PaymentEvent) -> None:
         self.session.add(event)
 
-    async def lock_order(self, order_id: str) -> None:
-        """Lock every payment of an order, in id order (PostgreSQL; SQLite holds the write
-        lock already)."""
+    async def lock_order_of(self, payment_id: str) -> list[Payment]:
+        """Every payment of this payment's order, locked in id order, in one statement
+        (PostgreSQL row locks; SQLite holds the write lock already). Empty when there is no
+        such payment."""
+        this = aliased(Payment)
+        order_of = select(this.order_id).where(this.id == payment_id).scalar_subquery()
         query = (
-            select(Payment.id).where(Payment.order_id == order_id).order_by(Payment.id)
-        ).with_for_update()
-        await self.session.execute(query)
+            select(Payment)
+            .where(Payment.order_id == order_of)
+            .order_by(Payment.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list(await self.session.scalars(query))
 
     async def list(
         self, where: PaymentFilter, *, limit: int, starting_after: str | None

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.service import AuditLog
@@ -69,6 +70,20 @@ ConfirmListener = Callable[[str], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmFollowUp:
+    """Work after a confirm that is rarely needed (a webhook that came early, an order
+    cancelled meanwhile). `due(payment)` is a SQL condition (an EXISTS) telling whether there
+    is any: every follow-up's is asked in one statement, the last of the confirm's settling
+    unit of work; `run` (a ConfirmListener) does it after the commit, only when due. On
+    SQLite writers are serialized, so nothing is missed; on PostgreSQL what another instance
+    commits between that statement and this commit is found by the background reconciler
+    (`retry_pending`, the completer's `settle_cancelled`), as it was before."""
+
+    due: Callable[[Payment], ColumnElement[bool]]
+    run: ConfirmListener
+
+
+@dataclass(frozen=True, slots=True)
 class NewIntent:
     order_id: str
     amount: int
@@ -111,7 +126,8 @@ class PaymentService:
         self.order_validator: OrderValidator | None = None  # ORDER_VALIDATION=strict
         self.refund_remainder: RefundRemainder | None = None
         self.refund_projector: RefundProjector | None = None
-        self.confirm_listeners: list[ConfirmListener] = []
+        self.confirm_listeners: list[ConfirmListener] = []  # after every confirm
+        self.confirm_followups: list[ConfirmFollowUp] = []  # after a confirm, when due
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -266,8 +282,17 @@ class PaymentService:
         payment_id_var.set(payment_id)
 
         async def begin(session: AsyncSession) -> Call | None:
-            seen = await self.load(session, actor, payment_id)
-            if seen.status == S.REQUIRES_ACTION:
+            # Every payment of the order, locked in id order, in one statement: two confirms
+            # of one order (different payments) serialize here, so one order is charged at
+            # most once.
+            if not plausible(payment_id):
+                raise NotFound("No such payment", param="id")
+            order = await PaymentRepository(session).lock_order_of(payment_id)
+            payment = next((p for p in order if p.id == payment_id), None)
+            if payment is None:
+                raise NotFound("No such payment", param="id")
+            actor.require_owner(payment.customer_id, "payment", payment_id)
+            if payment.status == S.REQUIRES_ACTION:
                 if payment_method is not None or return_url is not None:
                     raise StateConflict(
                         "Cannot confirm a payment that is requires_action with new parameters: "
@@ -275,18 +300,16 @@ class PaymentService:
                         "empty body to learn the outcome, or cancel it"
                     )
                 return None
-            # Every payment of the order, locked in id order: two confirms of one order
-            # (different payments) serialize here, so one order is charged at most once.
-            await PaymentRepository(session).lock_order(seen.order_id)
-            payment = await self.load(session, actor, payment_id, for_update=True)
-            ops = OperationRepository(session)
-            await self._no_open_operation(ops, payment)
+            # The operations of the whole order, in one statement (read under its lock).
+            order_ops = await OperationRepository(session).for_payments([p.id for p in order])
+            own = [o for o in order_ops if o.payment_id == payment.id]
+            _no_open_operation_in(own)
             if payment.status != S.PENDING:
                 raise StateConflict(f"Cannot confirm a payment that is {payment.status}")
             method = payment_method or payment.payment_method
             if not method:
                 raise InvalidRequest("payment_method: required", param="payment_method")
-            if await ops.order_is_held(payment.order_id, other_than=payment.id):
+            if order_held(order, order_ops, other_than=payment.id):
                 raise order_already_paid_error()
             payment.payment_method = method
             payment.return_url = return_url
@@ -294,23 +317,27 @@ class PaymentService:
             kind = K.AUTHORIZE if payment.capture_method == "manual" else K.CHARGE
             op = self.ledger.open(session, payment, kind, payment.amount)
             await attach_resource(session, op.id)
-            earlier = frozenset(
-                o.gateway_reference
-                for o in await ops.for_payment(payment.id)
-                if o.gateway_reference
-            )
+            earlier = frozenset(o.gateway_reference for o in own if o.gateway_reference)
             return self.ledger.call_for(payment, op, other_references=earlier)
 
         call = await self.db.run(begin)
         if call is None:
             return await self.settle_action(actor, payment_id, raise_decline=True)
         outcome = await self.ledger.send(call)
-        payment, _ = await self.db.run(
-            lambda session: self.settle_operation(
-                session, call.operation_id, outcome, actor, reason="confirmed"
+
+        async def settle(session: AsyncSession) -> tuple[Payment, Sequence[ConfirmListener]]:
+            payment, _ = await self.settle_operation(
+                session,
+                call.operation_id,
+                outcome,
+                actor,
+                reason="confirmed",
+                payment_id=call.payment_id,
             )
-        )
-        await self._notify_confirmed(payment)
+            return payment, await self._due_followups(session, payment)
+
+        payment, due = await self.db.run(settle)
+        await self._notify_confirmed(payment, due)
         if isinstance(outcome, CardDeclined):
             raise CardError(
                 outcome.decline.message,
@@ -478,7 +505,12 @@ class PaymentService:
         outcome = await self.ledger.send(call)
         payment, _ = await self.db.run(
             lambda session: self.settle_operation(
-                session, call.operation_id, outcome, actor, reason=reason
+                session,
+                call.operation_id,
+                outcome,
+                actor,
+                reason=reason,
+                payment_id=call.payment_id,
             )
         )
         if isinstance(outcome, OutcomeUnknown):
@@ -492,11 +524,7 @@ class PaymentService:
         return payment
 
     async def _no_open_operation(self, ops: OperationRepository, payment: Payment) -> None:
-        """409 while a capture, void or confirm is at the gateway. A charge waiting for the
-        customer (3-D Secure) is not in progress: the payment's status says what may follow."""
-        for op in await ops.open_for_payment(payment.id):
-            if op.kind != K.REFUND and op.status != OS.REQUIRES_ACTION:
-                raise in_progress_error(op.kind)
+        _no_open_operation_in(await ops.open_for_payment(payment.id))
 
     async def settle_operation(
         self,
@@ -506,17 +534,24 @@ class PaymentService:
         actor: Actor,
         *,
         reason: str,
+        payment_id: str | None = None,
     ) -> tuple[Payment, Operation]:
         """Phase 3, for an answer from the call itself or from the completer: lock the
-        payment (then the operation), settle the operation and project it."""
+        payment, then (one statement) its open operations and this one, settle the operation
+        and project it. `payment_id` (the caller's Call knows it) saves reading the
+        operation first."""
         ops = OperationRepository(session)
-        found = await ops.get(op_id)
-        if found is None:
+        if payment_id is None:
+            found = await ops.get(op_id)
+            if found is None:
+                raise NotFound("No such operation", param="id")
+            payment_id = found.payment_id
+        payment = await self._locked(session, payment_id)
+        locked = await ops.lock_open_and(payment_id, op_id)
+        op = next((o for o in locked if o.id == op_id), None)
+        if op is None:
             raise NotFound("No such operation", param="id")
-        payment = await self._locked(session, found.payment_id)
-        op = await ops.get(op_id, for_update=True)
-        assert op is not None  # operations are never deleted
-        await self.project(session, payment, op, outcome, actor, reason=reason)
+        await self.project(session, payment, op, outcome, actor, reason=reason, open_ops=locked)
         return payment, op
 
     async def project(
@@ -528,10 +563,12 @@ class PaymentService:
         actor: Actor,
         *,
         reason: str,
+        open_ops: Sequence[Operation] | None = None,
     ) -> None:
         """THE projection: settle `op` with the gateway's answer and move the payment (and
         refund) forward to it. A definitive answer is always applied, whenever it arrives;
-        an answer that decides nothing leaves the operation pending for the completer."""
+        an answer that decides nothing leaves the operation pending for the completer.
+        `open_ops`: the payment's open operations, when the caller has them locked."""
         if op.kind == K.REFUND:
             assert self.refund_projector is not None  # set by bootstrap
             await self.refund_projector(session, payment, op, outcome, actor)
@@ -548,7 +585,9 @@ class PaymentService:
             if op.kind in CONFIRMS and op.status in OPEN and outcome.gateway:
                 op.gateway = payment.gateway = outcome.gateway  # who took (or may hold) it
             op.gateway_reference = op.gateway_reference or outcome.reference
-            await self.apply_gateway_state(session, payment, outcome, actor, reason=reason)
+            await self.apply_gateway_state(
+                session, payment, outcome, actor, reason=reason, open_ops=open_ops
+            )
         elif isinstance(outcome, CardDeclined) and op.kind in CONFIRMS:
             if outcome.payment is not None:
                 op.gateway_reference = op.gateway_reference or outcome.payment.reference
@@ -599,10 +638,12 @@ class PaymentService:
         actor: Actor,
         *,
         reason: str,
+        open_ops: Sequence[Operation] | None = None,
     ) -> bool:
         """Move the payment forward to what the gateway reports (never backwards), and settle
-        the open operations this answers. Returns True when the payment changed. Used by
-        the projection, reconciliation and webhooks alike."""
+        the open operations this answers (`open_ops`: the payment's open operations, when the
+        caller read them under its lock; else they are read here). Returns True when the
+        payment changed. Used by the projection, reconciliation and webhooks alike."""
         ops = OperationRepository(session)
         if (
             truth.next_action is not None
@@ -611,11 +652,13 @@ class PaymentService:
         ):
             payment.next_action = truth.next_action.as_dict()
         target = gateway_target(payment.status, truth.status)
-        if (
-            target in LIVE
-            and payment.status not in LIVE
-            and await ops.order_is_held(payment.order_id, other_than=payment.id)
-        ):
+        if target in LIVE and payment.status not in LIVE:
+            # About the order's other payments only: nothing of this unit of work to flush.
+            with session.no_autoflush:
+                held = await ops.order_is_held(payment.order_id, other_than=payment.id)
+        else:
+            held = False
+        if held:
             # The gateway took money for an order another payment already holds: the
             # operation records it; reconciliation reports it (order_charged_twice).
             log.warning(
@@ -630,8 +673,10 @@ class PaymentService:
         changed = target is not None and self._move_to(
             session, payment, truth, target, actor, reason
         )
-        for op in await ops.open_for_payment(payment.id):
-            if op.kind == K.REFUND:
+        if open_ops is None:
+            open_ops = await ops.open_for_payment(payment.id)
+        for op in open_ops:
+            if op.kind == K.REFUND or op.status not in OPEN:
                 continue
             if op.kind in CONFIRMS and op.gateway_reference not in (None, truth.reference):
                 continue
@@ -702,8 +747,18 @@ class PaymentService:
         payment.updated_at = self.clock.now()
         self._event(session, payment, kind, None, None, actor, reason=reason, amount=amount)
 
-    async def _notify_confirmed(self, payment: Payment) -> None:
-        for listener in self.confirm_listeners:
+    async def _due_followups(
+        self, session: AsyncSession, payment: Payment
+    ) -> Sequence[ConfirmListener]:
+        """The follow-ups due after this confirm, asked in one statement (after the writes:
+        it flushes them first)."""
+        if not self.confirm_followups:
+            return []
+        due = await session.execute(select(*(f.due(payment) for f in self.confirm_followups)))
+        return [f.run for f, now in zip(self.confirm_followups, due.one(), strict=True) if now]
+
+    async def _notify_confirmed(self, payment: Payment, due: Sequence[ConfirmListener]) -> None:
+        for listener in (*self.confirm_listeners, *due):
             try:
                 await listener(payment.id)
             except Exception:
@@ -818,6 +873,24 @@ def gateway_target(current: str, truth: GatewayPaymentStatus) -> PaymentStatus |
     if truth == g.REQUIRES_ACTION and status == S.PENDING:
         return S.REQUIRES_ACTION
     return None
+
+
+def _no_open_operation_in(ops: Iterable[Operation]) -> None:
+    """409 while a capture, void or confirm of the payment is at the gateway. A charge
+    waiting for the customer (3-D Secure) is not in progress: the payment's status says what
+    may follow."""
+    for op in ops:
+        if op.status in OPEN and op.kind != K.REFUND and op.status != OS.REQUIRES_ACTION:
+            raise in_progress_error(op.kind)
+
+
+def order_held(order: Sequence[Payment], ops: Iterable[Operation], *, other_than: str) -> bool:
+    """`OperationRepository.order_is_held` over rows already read under the order's lock:
+    another payment of the order is live, or has a confirm the gateway may still take."""
+    others = {p.id for p in order if p.id != other_than}
+    return any(p.status in LIVE for p in order if p.id in others) or any(
+        o.payment_id in others and o.kind in CONFIRMS and o.status in OPEN for o in ops
+    )
 
 
 def order_already_paid_error() -> StateConflict:

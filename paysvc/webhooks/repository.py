@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import exists, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paysvc.db.inserts import insert_if_new
 from paysvc.payments.models import Payment
 from paysvc.webhooks.models import InboxStatus, WebhookEvent
 
@@ -20,12 +19,9 @@ class WebhookRepository:
     async def insert_if_new(self, values: dict[str, object]) -> bool:
         """Insert an inbox row unless its event id is already there. A concurrent insert of
         the same id waits for the first to commit and then inserts nothing (no error)."""
-        dialect = self.session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
         statement = (
-            insert(WebhookEvent)
+            insert_if_new(self.session, WebhookEvent, WebhookEvent.id)
             .values(**values)
-            .on_conflict_do_nothing(index_elements=[WebhookEvent.id])
             .returning(WebhookEvent.id)
         )
         return (await self.session.execute(statement)).first() is not None
@@ -36,15 +32,17 @@ class WebhookRepository:
 
     async def pending_for(self, payment_id: str, reference: str | None) -> Sequence[str]:
         """Pending events that point at this payment, oldest first."""
-        match = WebhookEvent.payment_id == payment_id
-        if reference is not None:
-            match = or_(match, WebhookEvent.payment_reference == reference)
         query = (
             select(WebhookEvent.id)
-            .where(WebhookEvent.status == InboxStatus.PENDING, match)
+            .where(_pending_for(payment_id, reference))
             .order_by(WebhookEvent.received_at, WebhookEvent.id)
         )
         return list(await self.session.scalars(query))
+
+    @staticmethod
+    def pending_exists(payment_id: str, reference: str | None) -> ColumnElement[bool]:
+        """A condition: pending events point at this payment."""
+        return exists().where(_pending_for(payment_id, reference))
 
     async def pending_about_another_intent(
         self, limit: int, types: Collection[str]
@@ -77,3 +75,10 @@ class WebhookRepository:
             query = query.where(WebhookEvent.type.in_(sorted(types)))
         query = query.order_by(WebhookEvent.received_at, WebhookEvent.id).limit(limit)
         return list(await self.session.scalars(query))
+
+
+def _pending_for(payment_id: str, reference: str | None) -> ColumnElement[bool]:
+    match = WebhookEvent.payment_id == payment_id
+    if reference is not None:
+        match = or_(match, WebhookEvent.payment_reference == reference)
+    return and_(WebhookEvent.status == InboxStatus.PENDING, match)

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.service import AuditLog
@@ -164,6 +165,12 @@ class WebhookService:
         return result
 
     # -- pending events ------------------------------------------------------------------
+
+    @staticmethod
+    def waiting_for(payment: Payment) -> ColumnElement[bool]:
+        """Whether events that point at this payment wait (a condition asked by a confirm's
+        unit of work, which then calls `retry_for_payment` only if so)."""
+        return WebhookRepository.pending_exists(payment.id, payment.gateway_reference)
 
     async def retry_for_payment(self, payment_id: str) -> int:
         """Apply the pending events that point at this payment (after its confirm)."""
