@@ -16,6 +16,18 @@ For each cell: requests/s, p50/p99 latency and server CPU per request (utime+sti
 /proc/PID/stat of the server processes, before and after), each also as a ratio to the bare
 handler in the same cell. Prints a table on stderr and one JSON object on stdout.
 
+The platform around paysvc accepts its events, as in production: a small receiver (its own
+process) stands for the order and notification services (ORDER_SERVICE_URL and
+NOTIFICATION_SERVICE_URL point at it) and answers every delivery 204 at once. Each paysvc
+cell also reports the events delivered per second during the cell (counted by the receiver)
+and how long the outbox took to drain after the load stopped (every cell starts with an empty
+outbox). Then, per paysvc target, a delivery phase measures the server CPU per delivered event
+with no requests running: flows are made while the receiver holds its answers, then it lets
+them through and the CPU spent until the outbox is empty is the dispatcher's (and the audit
+sealer's, idle by then). `dispatcher_share` of a cell = deliveries in the cell x that CPU per
+delivery / the cell's CPU: an estimate (a backlog drains in fuller batches than a steady
+trickle, so it errs low).
+
     scripts/bench                       # ~4 s per cell (default)
     scripts/bench --seconds 2 --concurrency 1,32 --scenarios create,flow
     scripts/bench --quick               # a few seconds of tiny load: checks that it works
@@ -81,6 +93,37 @@ app.add_routes([web.post("/payments/intents", create), web.post("/payments/{id}/
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
 
+# The order and notification services as the platform runs them, reduced to accepting events:
+# 204 at once (no signature check: its CPU is not paysvc's), counting what arrived. The bench
+# closes `/_gate` to hold answers (building a backlog) and reads `/_count`.
+RECEIVER = """
+import asyncio, sys
+from aiohttp import web
+count = 0
+gate = asyncio.Event()
+gate.set()
+async def accept(request):
+    global count
+    await request.read()
+    await gate.wait()
+    count += 1
+    return web.Response(status=204)
+async def counted(request):
+    return web.json_response({"delivered": count})
+async def set_gate(request):
+    (gate.set if request.query["open"] == "1" else gate.clear)()
+    return web.json_response({"open": gate.is_set()})
+async def health(request):
+    return web.json_response({"status": "ok"})
+app = web.Application()
+app.add_routes([web.post("/orders/{id}/payment-events", accept),
+                web.put("/orders/{id}/status", accept), web.post("/notifications", accept),
+                web.get("/_count", counted),
+                web.post("/_gate", set_gate), web.get("/health", health)])
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+DRAIN_TIMEOUT = 120.0  # seconds for the outbox to empty after a cell
+
 
 @dataclass
 class Server:
@@ -112,6 +155,9 @@ class Cell:
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
     cpu: float = 0.0
+    delivered: int | None = None  # events the receiver accepted during the cell
+    drained: int = 0  # and after it, until the outbox was empty
+    drain_s: float | None = None  # after the cell, until the outbox was empty
 
     def summary(self) -> dict[str, float | int]:
         ordered = sorted(self.latencies) or [0.0]
@@ -126,6 +172,17 @@ class Cell:
             "p50_ms": pct(50),
             "p99_ms": pct(99),
             "cpu_ms_per_req": round(1000 * self.cpu / self.requests, 3) if self.requests else 0.0,
+            "cpu_s": round(self.cpu, 3),
+        } | self.deliveries()
+
+    def deliveries(self) -> dict[str, float | int]:
+        if self.delivered is None or self.drain_s is None:
+            return {}
+        return {
+            "delivered": self.delivered,
+            "delivered_per_s": round(self.delivered / self.elapsed, 1) if self.elapsed else 0.0,
+            "drain_s": round(self.drain_s, 2),
+            "drained": self.drained,
         }
 
 
@@ -133,6 +190,52 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """The platform's order and notification services (RECEIVER, in its own process)."""
+
+    base: str
+
+    async def delivered(self, session: aiohttp.ClientSession) -> int:
+        async with session.get(self.base + "/_count") as response:
+            return int((await response.json())["delivered"])
+
+    async def hold(self, session: aiohttp.ClientSession, held: bool) -> None:
+        async with session.post(self.base + f"/_gate?open={0 if held else 1}") as response:
+            response.raise_for_status()
+
+
+async def pending(server: Server, session: aiohttp.ClientSession) -> float:
+    """Deliveries still pending, as the dispatchers last counted them (/metrics)."""
+    total = 0.0
+    for base in server.bases:
+        async with session.get(base + "/metrics") as response:
+            for line in (await response.text()).splitlines():
+                if line.startswith("paysvc_events_pending "):
+                    total += float(line.split()[1])
+    return total
+
+
+async def drain(
+    server: Server, receiver: Receiver, session: aiohttp.ClientSession
+) -> tuple[float, float]:
+    """Wait until the outbox is empty: nothing pending and nothing arriving for 0.3 s. Returns
+    the seconds until the last delivery arrived and the server's CPU seconds at that moment."""
+    began = time.perf_counter()
+    last, settled, drained_at, cpu = -1, 0, 0.0, server.cpu_seconds()
+    while settled < 3:
+        if time.perf_counter() - began > DRAIN_TIMEOUT:
+            raise SystemExit(f"the outbox did not drain within {DRAIN_TIMEOUT:g} s")
+        await asyncio.sleep(0.1)
+        now, empty = await receiver.delivered(session), not await pending(server, session)
+        if now == last and empty:
+            settled += 1
+        else:
+            settled, drained_at, cpu = 0, time.perf_counter() - began, server.cpu_seconds()
+        last = now
+    return drained_at, cpu
 
 
 async def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -190,7 +293,7 @@ def started(
 
 
 def paysvc_commands(
-    database_url: str, processes: int, secret: str, key: str
+    database_url: str, processes: int, secret: str, key: str, platform: str
 ) -> list[tuple[list[str], dict[str, str]]]:
     env = {
         "DATABASE_URL": database_url,
@@ -201,13 +304,25 @@ def paysvc_commands(
         "EVENTS_SIGNING_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "RATE_LIMIT_PER_SECOND": "1000000",
         "RATE_LIMIT_BURST": "1000000",
+        # The platform accepts events (EVENTS_DESTINATIONS as configured: order,notification
+        # by default; the token is there for an order-status destination).
+        "ORDER_SERVICE_URL": platform,
+        "NOTIFICATION_SERVICE_URL": platform,
+        "ORDER_SERVICE_TOKEN": secrets.token_urlsafe(24),
+        "EVENTS_SIGNING_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
     }
     paysvc = str(Path(sys.executable).parent / "paysvc")
     return [([paysvc, "serve", "--host", "127.0.0.1", "--port"], env)] * processes
 
 
 async def drive(
-    server: Server, scenario: str, concurrency: int, seconds: float, minimum: int, tokens: list[str]
+    server: Server,
+    scenario: str,
+    concurrency: int,
+    seconds: float,
+    minimum: int,
+    tokens: list[str],
+    receiver: Receiver | None = None,
 ) -> Cell:
     cell = Cell()
     run = secrets.token_hex(4)
@@ -288,11 +403,43 @@ async def drive(
                 for w in range(concurrency)
             )
         )
+        if receiver is not None:  # every cell starts with an empty outbox
+            await drain(server, receiver, session)
+            delivered = await receiver.delivered(session)
         cpu_before, began = server.cpu_seconds(), time.perf_counter()
         await asyncio.gather(*(worker(w, began + seconds, True) for w in range(concurrency)))
         cell.elapsed = time.perf_counter() - began
         cell.cpu = server.cpu_seconds() - cpu_before
+        if receiver is not None:
+            cell.delivered = await receiver.delivered(session) - delivered
+            cell.drain_s, _cpu = await drain(server, receiver, session)
+            cell.drained = await receiver.delivered(session) - delivered - cell.delivered
     return cell
+
+
+async def delivery_cost(
+    server: Server, receiver: Receiver, seconds: float, minimum: int, tokens: list[str]
+) -> dict[str, float | int]:
+    """Server CPU per delivered event with no request running (see the module docstring):
+    flows made while the receiver holds its answers (under the 10 s send timeout), then the
+    CPU from letting them through until the outbox is empty."""
+    async with aiohttp.ClientSession() as session:
+        await receiver.hold(session, True)
+        try:
+            await drive(server, "flow", 8, seconds, minimum, tokens)
+            await asyncio.sleep(0.5)  # the requests' own after-work (audit seals) is done
+            cpu_before, delivered = server.cpu_seconds(), await receiver.delivered(session)
+        finally:
+            await receiver.hold(session, False)
+        drain_s, cpu_after = await drain(server, receiver, session)
+        cpu = cpu_after - cpu_before
+        count = await receiver.delivered(session) - delivered
+    return {
+        "deliveries": count,
+        "drain_s": round(drain_s, 2),
+        "delivered_per_s": round(count / drain_s, 1) if drain_s > 0 else 0.0,
+        "cpu_ms_per_delivery": round(1000 * cpu / count, 3) if count else 0.0,
+    }
 
 
 def ratio(mine: float, ceiling: float) -> float | None:
@@ -333,6 +480,7 @@ def main() -> None:
         "load_average": list(os.getloadavg()),
         "idle_rss_mb": {},
         "results": [],
+        "delivery": {},
     }
     with tempfile.TemporaryDirectory(prefix="paysvc-bench-") as tmp:
         work = Path(tmp)
@@ -342,7 +490,12 @@ def main() -> None:
             pg = pg_scratch.create(base_url, prefix="paysvc_bench")
             scratch.append(pg)
             targets += [("postgresql", pg, 1), ("postgresql", pg, 2)]
-        bare_command = [([sys.executable, "-c", BARE_SERVER], {})]
+        bare_command: list[tuple[list[str], dict[str, str]]] = [
+            ([sys.executable, "-c", BARE_SERVER], {})
+        ]
+        receiver_command: list[tuple[list[str], dict[str, str]]] = [
+            ([sys.executable, "-c", RECEIVER], {})
+        ]
         try:
             with started("bare", bare_command, work) as bare:
                 report["idle_rss_mb"]["bare"] = bare.idle_rss_mb
@@ -353,12 +506,21 @@ def main() -> None:
                         ceiling[scenario, level] = cell.summary()
             for backend, url, processes in targets:
                 label = f"{backend}x{processes}"
-                with started(label, paysvc_commands(url, processes, secret, key), work) as server:
+                with (
+                    started("receiver", receiver_command, work) as platform,
+                    started(
+                        label,
+                        paysvc_commands(url, processes, secret, key, platform.bases[0]),
+                        work,
+                    ) as server,
+                ):
+                    receiver = Receiver(platform.bases[0])
                     report["idle_rss_mb"][label] = server.idle_rss_mb
+                    rows: list[dict[str, Any]] = []
                     for scenario in scenarios:
                         for level in levels:
                             mine = asyncio.run(
-                                drive(server, scenario, level, seconds, minimum, tokens)
+                                drive(server, scenario, level, seconds, minimum, tokens, receiver)
                             ).summary()
                             bare_cell = ceiling[scenario, level]
                             report["results"].append(
@@ -386,7 +548,25 @@ def main() -> None:
                                     },
                                 }
                             )
-                            print_row(report["results"][-1])
+                            rows.append(report["results"][-1])
+                            print_row(rows[-1])
+                    cost = asyncio.run(
+                        delivery_cost(server, receiver, min(seconds, 4.0), minimum, tokens)
+                    )
+                    report["delivery"][label] = cost
+                    for row in rows:
+                        row["dispatcher_share"] = (
+                            round(
+                                row["delivered"]
+                                * cost["cpu_ms_per_delivery"]
+                                / 1000
+                                / row["cpu_s"],
+                                3,
+                            )
+                            if row["cpu_s"]
+                            else None
+                        )
+                    print_delivery(label, cost, rows)
         finally:
             for url in scratch:
                 pg_scratch.drop(url)
@@ -404,7 +584,8 @@ def print_row(row: dict[str, Any]) -> None:
         HEADER = True
         print(
             f"{'target':<13}{'scenario':<9}{'c':>3} {'req/s':>8} {'%ceil':>7} {'p50 ms':>8} "
-            f"{'p99 ms':>8} {'p99 xceil':>9} {'cpu ms':>8} {'xceil':>7} {'errors':>6}",
+            f"{'p99 ms':>8} {'p99 xceil':>9} {'cpu ms':>8} {'xceil':>7} {'errors':>6} "
+            f"{'events/s':>8} {'drain':>6}",
             file=sys.stderr,
         )
     r = row["ratio"]
@@ -412,7 +593,21 @@ def print_row(row: dict[str, Any]) -> None:
         f"{row['backend'] + 'x' + str(row['processes']):<13}{row['scenario']:<9}{row['concurrency']:>3} "
         f"{row['req_per_s']:>8.1f} {100 * (r['req_per_s'] or 0):>6.1f}% {row['p50_ms']:>8.2f} "
         f"{row['p99_ms']:>8.2f} {r['p99_ms'] or 0:>9.1f} {row['cpu_ms_per_req']:>8.3f} "
-        f"{r['cpu_ms_per_req'] or 0:>7.1f} {row['errors']:>6}",
+        f"{r['cpu_ms_per_req'] or 0:>7.1f} {row['errors']:>6} {row['delivered_per_s']:>8.1f} "
+        f"{row['drain_s']:>6.2f}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def print_delivery(label: str, cost: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    print(
+        f"{label}: {cost['deliveries']} held deliveries drained at {cost['delivered_per_s']}/s, "
+        f"{cost['cpu_ms_per_delivery']} ms server CPU per delivery; dispatcher share (est.) "
+        + ", ".join(
+            f"{r['scenario']} c={r['concurrency']} {100 * (r['dispatcher_share'] or 0):.0f}%"
+            for r in rows
+        ),
         file=sys.stderr,
         flush=True,
     )

@@ -51,7 +51,9 @@ import csv
 import datetime as dt
 import json
 import logging
+import math
 import multiprocessing
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -84,6 +86,7 @@ from paysvc.keys.keyring import Keyring
 log = logging.getLogger(__name__)
 
 SEAL_BATCH = 500
+SPACING = 0.2  # seconds: a busy sealer seals at most this often
 PARALLEL_MIN = 20_000  # below this many entries one process verifies faster than spawning more
 DEFAULT_GRACE = dt.timedelta(minutes=5)
 EXPORT_COLUMNS = ("seq", *FIELDS, "mac")
@@ -140,21 +143,50 @@ async def seal(
     db: Database, keyring: Keyring, *, batch_size: int = SEAL_BATCH
 ) -> tuple[int, Head | None]:
     """`seal_pending`, also returning the head after the last batch that sealed something."""
+    sealed, head, _tip = await _seal(db, keyring, batch_size, None)
+    return sealed, head
+
+
+@dataclass(frozen=True, slots=True)
+class _Tip:
+    """The head as a sealer last left it, with the link to it (the digest of its canonical
+    bytes), so that the next seal needs no more than its (seq, id) to go on from it."""
+
+    seq: int
+    id: str
+    link: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    sealed: int
+    cursor: tuple[dt.datetime, str] | None
+    more: bool  # the batch was full: look again after `cursor`
+    head: Head | None  # when this batch sealed something
+    tip: _Tip | None
+
+
+async def _seal(
+    db: Database, keyring: Keyring, batch_size: int, tip: _Tip | None
+) -> tuple[int, Head | None, _Tip | None]:
     total = 0
     head: Head | None = None
     cursor: tuple[dt.datetime, str] | None = None
     while True:
 
         async def work(
-            session: AsyncSession, after: tuple[dt.datetime, str] | None = cursor
-        ) -> tuple[int, tuple[dt.datetime, str] | None, bool, Head | None]:
-            return await _seal_batch(session, keyring, after, batch_size)
+            session: AsyncSession,
+            after: tuple[dt.datetime, str] | None = cursor,
+            known: _Tip | None = tip,
+        ) -> _Sealed:
+            return await _seal_batch(session, keyring, after, batch_size, known)
 
-        sealed, cursor, more, batch_head = await db.run(work)
-        total += sealed
-        head = batch_head if sealed else head
-        if not more:
-            return total, head
+        done = await db.run(work)
+        total += done.sealed
+        head = done.head or head
+        cursor, tip = done.cursor, done.tip
+        if not done.more:
+            return total, head, tip
 
 
 async def head(db: Database) -> Head | None:
@@ -171,32 +203,39 @@ async def _seal_batch(
     keyring: Keyring,
     after: tuple[dt.datetime, str] | None,
     limit: int,
-) -> tuple[int, tuple[dt.datetime, str] | None, bool, Head | None]:
+    known: _Tip | None,
+) -> _Sealed:
+    """Chain up to `limit` unsealed entries after `after`, stored in one bulk UPDATE. The link
+    to the head is taken from `known` when the head is still that entry (this sealer sealed
+    it last), else computed from the stored head."""
     await repository.lock_chain(session)
-    previous = await repository.last_sealed(session)
-    batch = await repository.unsealed_batch(session, after, limit)
-    sealed = 0
-    for entry in batch:
-        fields = fields_of(entry)
-        problem = check_pending(keyring, entry.mac, fields)
+    newest = await repository.newest_sealed(session)
+    tip: _Tip | None = None
+    if newest is not None and known is not None and (known.seq, known.id) == newest:
+        tip = known
+    elif newest is not None:
+        stored = await repository.last_sealed(session)
+        assert stored is not None and stored.seq is not None
+        tip = _Tip(stored.seq, stored.id, link(fields_of(stored), stored.seq))
+    seq, chain_link = (0, link(None, None)) if tip is None else (tip.seq, tip.link)
+    rows = await repository.unsealed_batch(session, after, limit)
+    seals: list[tuple[str, int, str]] = []
+    for row in rows:
+        fields = fields_of(row)
+        problem = check_pending(keyring, row["mac"], fields)
         if problem is not None:
             # Not written by the service (or its stamp was altered): never chain it.
-            log.warning("audit entry %s left unsealed: %s", entry.id, problem)
+            log.warning("audit entry %s left unsealed: %s", row["id"], problem)
             continue
-        seq = 1 if previous is None or previous.seq is None else previous.seq + 1
-        chain_link = (
-            link(None, None) if previous is None else link(fields_of(previous), previous.seq)
-        )
-        entry.seq = seq
-        entry.mac = sealed_mac(keyring, keyring.active_id, fields, seq, chain_link)
-        previous = entry
-        sealed += 1
-    await session.flush()
-    cursor = (batch[-1].occurred_at, batch[-1].id) if batch else after
-    head = None
-    if previous is not None and previous.seq is not None:
-        head = Head(previous.seq, previous.id, previous.mac or "")
-    return sealed, cursor, len(batch) == limit, head
+        seq += 1
+        mac = sealed_mac(keyring, keyring.active_id, fields, seq, chain_link)
+        seals.append((row["id"], seq, mac))
+        chain_link = link(fields, seq)
+        tip = _Tip(seq, row["id"], chain_link)
+    await repository.store_seals(session, seals)
+    cursor = (rows[-1]["occurred_at"], rows[-1]["id"]) if rows else after
+    head = Head(seals[-1][1], seals[-1][0], seals[-1][2]) if seals else None
+    return _Sealed(len(seals), cursor, len(rows) == limit, head, tip)
 
 
 class AuditSealer(Wakeable):
@@ -204,29 +243,43 @@ class AuditSealer(Wakeable):
     `interval` seconds. Run `run()` as a task for the lifetime of the app; one per process is
     enough, several processes are safe.
 
+    While commits keep coming, seals start at most every `spacing` seconds, so the entries of
+    many requests are chained in one transaction (each is sealed at most that much later;
+    `verify` allows minutes). The sealer keeps the link to the head it sealed last, so a seal
+    reads only the head's (seq, id), then the entries to seal as plain rows.
+
     Stop it with `stop()` and await the task: it finishes the seal in progress, seals once more
     (what the last requests wrote) and returns. Cancelling the task instead can interrupt a
     write transaction halfway, and on SQLite a connection abandoned inside BEGIN IMMEDIATE keeps
     the write lock until it is garbage-collected.
     """
 
-    def __init__(self, db: Database, keyring: Keyring, interval: float = 5.0) -> None:
+    def __init__(
+        self, db: Database, keyring: Keyring, interval: float = 5.0, spacing: float = SPACING
+    ) -> None:
         self.db = db
         self.keyring = keyring
         self.interval = interval
+        self.spacing = spacing
         super().__init__()
 
     async def run(self) -> None:
+        tip: _Tip | None = None
+        began = -math.inf
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            if not self._stopping:  # let the commits of the next moments join this seal
+                await asyncio.sleep(max(began + self.spacing - time.monotonic(), 0))
             self._wake.clear()
+            began = time.monotonic()
             try:
-                sealed, head = await seal(self.db, self.keyring)
+                sealed, head, tip = await _seal(self.db, self.keyring, SEAL_BATCH, tip)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("sealing the audit chain failed; will retry")
+                tip = None
             else:
                 if sealed and head is not None:
                     publish_head(head, sealed)

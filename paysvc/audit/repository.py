@@ -37,15 +37,37 @@ async def last_sealed(session: AsyncSession) -> AuditEntry | None:
     return result.first()
 
 
+async def newest_sealed(session: AsyncSession) -> tuple[int, str] | None:
+    """(seq, id) of the head of the chain, or None when nothing is sealed yet."""
+    stmt = select(_TABLE.c.seq, _TABLE.c.id).where(_TABLE.c.seq.is_not(None))
+    row = (await session.execute(stmt.order_by(_TABLE.c.seq.desc()).limit(1))).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
 async def unsealed_batch(
     session: AsyncSession, after: tuple[dt.datetime, str] | None, limit: int
-) -> list[AuditEntry]:
-    """Unsealed entries in (occurred_at, id) order, after a keyset cursor."""
-    stmt = select(AuditEntry).where(AuditEntry.seq.is_(None))
+) -> list[RowMapping]:
+    """Unsealed entries, as plain rows, in (occurred_at, id) order, after a keyset cursor."""
+    stmt = select(_TABLE).where(_TABLE.c.seq.is_(None))
     if after is not None:
         stmt = stmt.where(_after(after))
-    stmt = stmt.order_by(AuditEntry.occurred_at, AuditEntry.id).limit(limit)
-    return list((await session.scalars(stmt)).all())
+    stmt = stmt.order_by(_TABLE.c.occurred_at, _TABLE.c.id).limit(limit)
+    return list((await session.execute(stmt)).mappings())
+
+
+async def store_seals(session: AsyncSession, seals: list[tuple[str, int, str]]) -> None:
+    """Give each (id, seq, sealed MAC) entry its place in the chain: one bulk UPDATE."""
+    if not seals:
+        return
+    table: Any = _TABLE  # Core (not ORM) UPDATE: executemany with its own WHERE
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.seq.is_(None))
+        .values(seq=bindparam("b_seq"), mac=bindparam("b_mac"))
+    )
+    await session.execute(
+        stmt, [{"b_id": entry, "b_seq": seq, "b_mac": mac} for entry, seq, mac in seals]
+    )
 
 
 def _after(cursor: tuple[dt.datetime, str]) -> Any:

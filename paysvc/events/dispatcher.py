@@ -4,7 +4,12 @@ Every instance runs one. A pass claims due deliveries (a lease: `claim_token` an
 `claimed_until`, taken with FOR UPDATE SKIP LOCKED on PostgreSQL and under the write lock on
 SQLite, so two instances never send the same attempt at once), commits, sends them holding no
 database lock (each is a different payment or destination: only the earliest pending delivery
-of a payment and destination is ever due), then records every attempt in one unit of work.
+of a payment and destination is ever due), then records every attempt and claims the next batch
+(the deliveries that became due meanwhile, e.g. the next event of a payment just delivered) in
+one unit of work. A pass therefore costs one write transaction per batch plus one: commits that
+wake the dispatcher while a batch is out are served together by the next claim, and a claim that
+finds nothing also reads when the next delivery is due. The backlog gauges are recounted at most
+every `METRICS_EVERY` seconds (and when the dispatcher goes quiet), not after every pass.
 A 2xx is delivered; anything else is retried with exponential backoff and jitter until
 `give_up_at` (3 days), then the delivery is `dead` (logged, counted in /metrics). The
 `order-status` destination records a 4xx other than 408/429 as `failed`, not retried.
@@ -17,6 +22,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import random
 import secrets
 import time
@@ -42,6 +48,7 @@ CLAIM_LEASE = dt.timedelta(seconds=60)  # > SEND_TIMEOUT: a crashed sender's cla
 BACKOFF = (5, 30, 120, 600, 1800, 3600, 7200)  # seconds; then every 2 h
 BATCH = 100
 IDLE = 5.0  # seconds between looks when nothing woke us (due retries, other instances)
+METRICS_EVERY = 1.0  # seconds: the backlog gauges are at most this stale while busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,19 @@ def backoff(attempts: int) -> dt.timedelta:
     return dt.timedelta(seconds=base * random.uniform(0.8, 1.2))
 
 
+_Batch = Sequence[tuple[EventDelivery, Event]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A batch sent under one claim, and what came back."""
+
+    token: str
+    at: dt.datetime
+    batch: _Batch
+    answers: Sequence[Answer]
+
+
 class Dispatcher(Wakeable):
     def __init__(
         self,
@@ -110,6 +130,8 @@ class Dispatcher(Wakeable):
         self.endpoints = endpoints
         self.idle = idle
         self.batch = batch
+        self._metrics_at = -math.inf  # time.monotonic() of the last backlog count
+        self._metrics_stale_at: float | None = None  # a count is due then
         super().__init__()
 
     async def run(self) -> None:
@@ -120,14 +142,17 @@ class Dispatcher(Wakeable):
         while not self._stopping:
             self._wake.clear()
             try:
-                due_in = await self._due_in()
-                if woken or due_in <= 0:
-                    await self.deliver_due()
-                    due_in = await self._due_in()
+                if woken:
+                    _sent, due_in = await self._deliver()
                 else:
-                    await self.refresh_metrics()
+                    due_in = await self._due_in()
+                    if due_in <= 0:
+                        _sent, due_in = await self._deliver()
+                await self._refresh_metrics(force=not woken)
                 # A floor: a due row another instance is claiming now is skipped, not awaited.
                 wait = min(max(due_in, 0.1), self.idle)
+                if self._metrics_stale_at is not None:  # recount once things are quiet
+                    wait = min(wait, max(self._metrics_stale_at - time.monotonic(), 0.0))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -141,34 +166,51 @@ class Dispatcher(Wakeable):
 
     async def deliver_due(self) -> int:
         """Deliver every due delivery, batch after batch; returns how many attempts were made."""
-        total = 0
-        while not self._stopping:
-            sent = await self._deliver_batch()
-            if not sent:
-                break
-            total += sent
+        sent, _due_in = await self._deliver()
         await self.refresh_metrics()
-        return total
+        return sent
 
-    async def _deliver_batch(self) -> int:
+    async def _deliver(self) -> tuple[int, float]:
+        """Claim, send, record-and-claim-again until nothing is due. Returns the attempts made
+        and the seconds until the next delivery may go out (`idle` when none is pending)."""
         token = secrets.token_hex(16)
-        now = self.clock.now()
 
-        async def claim(session: AsyncSession) -> list[tuple[EventDelivery, Event]]:
-            repo = EventRepository(session)
-            claimed = await repo.claim_due(now, limit=self.batch, token=token, lease=CLAIM_LEASE)
-            events = await repo.events([d.event_id for d in claimed])
-            return [(d, events[d.event_id]) for d in claimed]
+        async def claim(session: AsyncSession) -> tuple[_Batch, float]:
+            return await self._claim(session, token)
 
-        batch = await self.db.run(claim)
-        if batch:
+        batch, due_in = await self.db.run(claim)
+        total = 0
+        while batch:
+            sent_at = self.clock.now()
             answers = await asyncio.gather(*(self._send(d, e) for d, e in batch))
+            sent = _Sent(token, sent_at, batch, answers)
+            token = secrets.token_hex(16)
 
-            async def record(session: AsyncSession) -> None:
-                await self._record(session, token, now, batch, answers)
+            async def record(
+                session: AsyncSession, sent: _Sent = sent, token: str = token
+            ) -> tuple[_Batch, float]:
+                await self._record(session, sent)
+                if self._stopping:  # finish what is out, take nothing new
+                    return [], self.idle
+                return await self._claim(session, token)
 
-            await self.db.run(record)
-        return len(batch)
+            batch, due_in = await self.db.run(record)
+            total += len(sent.batch)
+        return total, due_in
+
+    async def _claim(self, session: AsyncSession, token: str) -> tuple[_Batch, float]:
+        """Lease up to `batch` due deliveries with their events; when there are none, the
+        seconds until the next one is due (in the same transaction: no extra look)."""
+        # This claim sees every commit that woke us so far: a wake from then on is new work.
+        self._wake.clear()
+        now = self.clock.now()
+        repo = EventRepository(session)
+        claimed = await repo.claim_due(now, limit=self.batch, token=token, lease=CLAIM_LEASE)
+        if not claimed:
+            due = await repo.next_due()
+            return [], self.idle if due is None else (due - now).total_seconds()
+        events = await repo.events([d.event_id for d in claimed])
+        return [(d, events[d.event_id]) for d in claimed], 0.0
 
     async def _send(self, delivery: EventDelivery, event: Event) -> Answer:
         request = self._request(delivery, event)
@@ -206,19 +248,13 @@ class Dispatcher(Wakeable):
         headers.update(self.signer.headers(event.id, text))
         return Outgoing(method, url, headers, text.encode())
 
-    async def _record(
-        self,
-        session: AsyncSession,
-        token: str,
-        sent_at: dt.datetime,
-        batch: Sequence[tuple[EventDelivery, Event]],
-        answers: Sequence[Answer],
-    ) -> None:
+    async def _record(self, session: AsyncSession, sent: _Sent) -> None:
+        """Record the attempts of a batch on the deliveries this claim still owns."""
         repo = EventRepository(session)
-        now = self.clock.now()
-        owned = await repo.claimed([sent.id for sent, _event in batch], token)
-        for (sent, event), answer in zip(batch, answers, strict=True):
-            delivery = owned.get(sent.id)
+        now, sent_at = self.clock.now(), sent.at
+        owned = await repo.claimed([delivery.id for delivery, _event in sent.batch], sent.token)
+        for (claimed, event), answer in zip(sent.batch, sent.answers, strict=True):
+            delivery = owned.get(claimed.id)
             if delivery is None:  # redelivered or re-claimed meanwhile: theirs to record
                 continue
             repo.add_attempt(
@@ -265,6 +301,15 @@ class Dispatcher(Wakeable):
         due = await self.db.run(work, write=False)
         return self.idle if due is None else (due - self.clock.now()).total_seconds()
 
+    async def _refresh_metrics(self, *, force: bool) -> None:
+        """Recount the backlog gauges when forced or `METRICS_EVERY` seconds after the last
+        count; otherwise note that a recount is due (`run` wakes for it if nothing else comes)."""
+        now = time.monotonic()
+        if force or now - self._metrics_at >= METRICS_EVERY:
+            await self.refresh_metrics()
+        elif self._metrics_stale_at is None:
+            self._metrics_stale_at = self._metrics_at + METRICS_EVERY
+
     async def refresh_metrics(self) -> None:
         async def work(session: AsyncSession) -> None:
             backlog = await EventRepository(session).backlog()
@@ -276,6 +321,7 @@ class Dispatcher(Wakeable):
             )
 
         await self.db.run(work, write=False)
+        self._metrics_at, self._metrics_stale_at = time.monotonic(), None
 
 
 def _outcome(destination: str, answer: Answer) -> str:

@@ -1,6 +1,7 @@
-"""The benchmark scripts run: `scripts/bench --quick` starts paysvc serve and the bare ceiling,
-drives both and prints one JSON object of the documented shape (numbers are not judged here:
-speed is measured by the scripts, never by timed tests)."""
+"""The benchmark scripts run: `scripts/bench --quick` starts paysvc serve, the bare ceiling and a
+platform receiver that accepts paysvc's events, drives both servers and prints one JSON object
+of the documented shape (numbers are not judged here: speed is measured by the scripts, never
+by timed tests)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,14 @@ def test_bench_quick_prints_one_json_report() -> None:
         assert set(row["ratio"]) == {"req_per_s", "cpu_ms_per_req", "p50_ms", "p99_ms"}
         assert row["errors"] == 0 and row["requests"] >= 3
         assert row["req_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
-    assert "req/s" in done.stderr  # the table
+        # The platform accepted paysvc's events: at least one per payment created in the cell
+        # (during it or just after).
+        if row["scenario"] != "get":
+            assert row["delivered"] + row["drained"] >= row["requests"] > 0
+        assert 0 <= row["dispatcher_share"] <= 1
+    delivery = report["delivery"]["sqlitex1"]
+    assert delivery["deliveries"] > 0 and delivery["cpu_ms_per_delivery"] > 0
+    assert "req/s" in done.stderr and "events/s" in done.stderr  # the table
 
 
 @pytest.mark.skipif(BACKEND == "postgresql", reason="runs once, in the SQLite pass of the suite")
