@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -53,6 +53,8 @@ import pg_scratch  # noqa: E402
 
 from paysvc.admin.service import SummaryQuery  # noqa: E402
 from paysvc.audit.chain import seal_pending, verify  # noqa: E402
+from paysvc.audit.integrity import link  # noqa: E402
+from paysvc.audit.models import AuditEntry  # noqa: E402
 from paysvc.audit.service import AuditLog  # noqa: E402
 from paysvc.audit.trail import AuditFilter  # noqa: E402
 from paysvc.auth.principal import Actor, Role  # noqa: E402
@@ -66,6 +68,7 @@ from paysvc.payments.repository import PaymentFilter  # noqa: E402
 from paysvc.payments.service import NewIntent  # noqa: E402
 
 CHUNK = 5000
+SECRETS = {"JWT_SECRET_KEY": "bench-" + "x" * 40, "EVENTS_SIGNING_SECRET": "whsec_" + base64.b64encode(b"g" * 32).decode()}
 CUSTOMERS = 1000
 DEEP = 50_000
 ADMIN = Actor(id="bench-admin", role=Role.ADMIN, origin="127.0.0.1", request_id=None)
@@ -94,7 +97,7 @@ def settings(url: str, key: str, retired: str = "") -> Settings:
     return Settings.from_env(
         {
             "DATABASE_URL": url,
-            "JWT_SECRET_KEY": "bench-" + "x" * 40,
+            **SECRETS,
             "ENCRYPTION_KEY": key,
             "ENCRYPTION_KEYS_RETIRED": retired,
             "PAYMENT_GATEWAY": "sandbox",
@@ -103,12 +106,11 @@ def settings(url: str, key: str, retired: str = "") -> Settings:
     )
 
 
-def payment_row(n: int, now: dt.datetime, rng: random.Random) -> Payment:
+def payment_row(n: int, created: dt.datetime, rng: random.Random) -> Payment:
     status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
     amount = rng.randrange(100, 100_000)
     captured = amount if status in ("captured", "refunded", "partially_refunded") else 0
     refunded = {"refunded": captured, "partially_refunded": captured // 3}.get(status, 0)
-    created = now - dt.timedelta(seconds=rng.randrange(0, 365 * 86400))
     return Payment(
         id=new_id("pay"),
         order_id=f"growth-{n}",
@@ -134,27 +136,88 @@ def payment_row(n: int, now: dt.datetime, rng: random.Random) -> Payment:
     )
 
 
+def _columns(row: Any) -> dict[str, Any]:
+    """The row's column values by column name (encrypted values sealed by the keyring)."""
+    return {prop.columns[0].name: getattr(row, prop.key) for prop in row.__mapper__.column_attrs}
+
+
 async def build(container: Container, count: int, log: Callable[[str], None]) -> None:
+    """`count` payments, each with its `payment.create` audit entry, `CHUNK` per transaction.
+
+    Each payment is a Payment built as the service builds it, its encrypted fields sealed by
+    the keyring (`Encrypted.seal`, what `before_flush` does); each audit entry comes from
+    `AuditLog.record`, stamped with its pending MAC (`integrity.pending_mac`, what the insert
+    hook does), checked and chained as `seal_pending` does it (`check_pending`, `sealed_mac`
+    over the link to the previous entry) — in creation order, so seq follows occurred_at.
+    The rows are then written with one multi-row INSERT per table per chunk (Core), which
+    fires the rollup's triggers. Creation times cover the last year, increasing."""
+    from paysvc.audit.integrity import (
+        canonical,
+        check_pending,
+        fields_of,
+        link_of,
+        pending_mac,
+        sealed_mac,
+    )
+
     rng = random.Random(14)
     clock = AtClock()
     audit = AuditLog(clock)
+    keyring = container.keyring
     now = dt.datetime.now(dt.UTC)
+    step = dt.timedelta(days=365) / max(1, count)
+    payments_table: Any = Payment.__table__
+    audit_table: Any = AuditEntry.__table__
     began = time.perf_counter()
-    for start in range(0, count, CHUNK):
+    chain_link = link(None, None)
+    seq = 0
 
-        async def work(session: Any, start: int = start) -> None:
-            for n in range(start, min(count, start + CHUNK)):
-                payment = payment_row(n, now, rng)
-                session.add(payment)
-                clock.at = payment.created_at
-                audit.record(session, SERVICE, "payment.create", "payment", payment.id)
+    class Collect:  # AuditLog.record's session: keeps the entry instead of flushing it
+        def __init__(self) -> None:
+            self.entries: list[AuditEntry] = []
+            self.sync_session = None
+            self.info: dict[str, Any] = {}
+
+        def add(self, entry: AuditEntry) -> None:
+            self.entries.append(entry)
+
+    for start in range(0, count, CHUNK):
+        payment_rows, entry_rows = [], []
+        collect = Collect()
+        for n in range(start, min(count, start + CHUNK)):
+            created = now - dt.timedelta(days=365) + n * step
+            payment = payment_row(n, created, rng)
+            for field in Payment.__encrypted__.values():
+                field.seal(payment, keyring)
+            payment_rows.append(_columns(payment))
+            clock.at = created
+            audit.record(collect, SERVICE, "payment.create", "payment", payment.id)  # type: ignore[arg-type]
+        for entry in collect.entries:
+            fields = fields_of(entry)
+            entry.mac = pending_mac(keyring, keyring.active_id, fields)
+            assert check_pending(keyring, entry.mac, fields) is None
+            seq += 1
+            entry.seq = seq
+            entry.mac = sealed_mac(keyring, keyring.active_id, fields, seq, chain_link)
+            chain_link = link_of(canonical(fields, seq))
+            entry_rows.append(_columns(entry))
+
+        async def work(
+            session: Any, p: list[Any] = payment_rows, e: list[Any] = entry_rows
+        ) -> None:
+            await session.execute(insert(payments_table), p)
+            await session.execute(insert(audit_table), e)
 
         await container.db.run(work)
         if (start // CHUNK) % 20 == 0:
             log(f"  built {start + CHUNK} payments ({time.perf_counter() - began:.0f} s)")
-    log(f"  sealing {count} audit entries")
-    await seal_pending(container.db, container.keyring, batch_size=5000)
-    await container.db.optimize()
+    sealed = await seal_pending(container.db, keyring)  # nothing left unsealed: checked here
+    assert sealed == 0, sealed
+    await container.db.optimize()  # SQLite: ANALYZE
+    if not container.db.is_sqlite:  # what autovacuum does a while after such a load
+        async with container.db.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.exec_driver_sql("VACUUM ANALYZE")
     log(f"  built and sealed in {time.perf_counter() - began:.0f} s")
 
 
@@ -282,17 +345,18 @@ async def startup(env: dict[str, str], work: Path) -> float:
         process.wait(timeout=60)
 
 
-async def rotation(url: str, key1: str, key2: str, work: Path) -> dict[str, Any]:
-    """`paysvc keys rotate` in its own process; serving writes timed meanwhile."""
-    rotated = build_container(settings(url, key2, key1))
+async def rotation(url: str, new: str, old: list[str], work: Path) -> dict[str, Any]:
+    """`paysvc keys rotate` to key `new` in its own process; serving writes timed meanwhile."""
+    rotated = build_container(settings(url, new, ",".join(old)))
     try:
         values = sum((await keys.status(rotated.db)).values())
+        macs = sum((await keys.audit_key_usage(rotated.db)).values())
         env = {
             **os.environ,
             "DATABASE_URL": url,
-            "ENCRYPTION_KEY": key2,
-            "ENCRYPTION_KEYS_RETIRED": key1,
-            "JWT_SECRET_KEY": "bench-" + "x" * 40,
+            "ENCRYPTION_KEY": new,
+            "ENCRYPTION_KEYS_RETIRED": ",".join(old),
+            **SECRETS,
         }
         began = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
@@ -325,6 +389,7 @@ async def rotation(url: str, key1: str, key2: str, work: Path) -> dict[str, Any]
         ordered = sorted(latencies) or [0.0]
         return {
             "values": values,
+            "audit_macs": macs,
             "wall_s": round(wall, 1),
             "serving_writes": len(latencies),
             "serving_write_p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
@@ -337,86 +402,164 @@ async def rotation(url: str, key1: str, key2: str, work: Path) -> dict[str, Any]
         await rotated.close()
 
 
+PHASES = ("pages", "analytics", "verify", "startup", "rotation")
+
+
+def _keys(state: dict[str, Any]) -> tuple[str, str]:
+    """The active key and the retired ones (comma-separated) of a built database."""
+    return state["active"], ",".join(state["retired"])
+
+
 async def run(
-    backend: str, url: str, count: int, work: Path, log: Callable[[str], None]
+    backend: str,
+    url: str,
+    count: int,
+    work: Path,
+    log: Callable[[str], None],
+    state_file: Path | None = None,
+    phases: tuple[str, ...] = PHASES,
 ) -> dict[str, Any]:
-    key1 = base64.b64encode(secrets.token_bytes(32)).decode()
-    key2 = base64.b64encode(secrets.token_bytes(32)).decode()
-    await asyncio.to_thread(migrate.upgrade, url)  # Alembic runs its own event loop
-    container = build_container(settings(url, key1))
-    result: dict[str, Any] = {"backend": backend, "payments": count}
-    try:
-        log(f"{backend}: building {count} payments")
-        began = time.perf_counter()
-        await build(container, count, log)
-        result["build_s"] = round(time.perf_counter() - began, 1)
-        log(f"{backend}: pages")
-        result["pages"] = await pages(container)
-        log(f"{backend}: analytics")
-        result["analytics"] = await analytics(container)
-        log(f"{backend}: audit verify")
-        began = time.perf_counter()
-        verified = await verify(container.db, container.keyring, workers=os.cpu_count() or 1)
-        result["audit_verify"] = {
-            "entries": verified.checked,
-            "ok": verified.ok,
-            "wall_s": round(time.perf_counter() - began, 2),
+    """Build (unless `state_file` says this database is built), then time each phase.
+
+    `state_file` keeps the database's keys and size between runs (`--keep`), so a big
+    database is built once and timed many times; rotation updates the keys in it."""
+    state: dict[str, Any] = {}
+    if state_file is not None and state_file.exists():
+        state = json.loads(state_file.read_text())
+    result: dict[str, Any] = {"backend": backend, "payments": state.get("payments", count)}
+    if not state:
+        state = {
+            "payments": count,
+            "active": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "retired": [],
         }
+        await asyncio.to_thread(migrate.upgrade, url)  # Alembic runs its own event loop
+        container = build_container(settings(url, *_keys(state)))
+        try:
+            log(f"{backend}: building {count} payments")
+            began = time.perf_counter()
+            await build(container, count, log)
+            result["build_s"] = round(time.perf_counter() - began, 1)
+        finally:
+            await container.close()
+        if state_file is not None:
+            state_file.write_text(json.dumps(state))
+    container = build_container(settings(url, *_keys(state)))
+    try:
+        if "pages" in phases:
+            log(f"{backend}: pages")
+            result["pages"] = await pages(container)
+        if "analytics" in phases:
+            log(f"{backend}: analytics")
+            result["analytics"] = await analytics(container)
+        if "verify" in phases:
+            log(f"{backend}: audit verify")
+            began = time.perf_counter()
+            verified = await verify(container.db, container.keyring, workers=os.cpu_count() or 1)
+            result["audit_verify"] = {
+                "entries": verified.checked,
+                "ok": verified.ok,
+                "wall_s": round(time.perf_counter() - began, 2),
+            }
     finally:
         await container.close()
-    log(f"{backend}: start-up")
-    result["startup_s"] = await startup(
-        {"DATABASE_URL": url, "ENCRYPTION_KEY": key1, "JWT_SECRET_KEY": "bench-" + "x" * 40}, work
-    )
-    log(f"{backend}: key rotation")
-    result["rotation"] = await rotation(url, key1, key2, work)
+    if "startup" in phases:
+        log(f"{backend}: start-up")
+        active, retired = _keys(state)
+        env = {"DATABASE_URL": url, "ENCRYPTION_KEY": active, "ENCRYPTION_KEYS_RETIRED": retired}
+        result["startup_s"] = await startup({**env, **SECRETS}, work)
+    if "rotation" in phases:
+        log(f"{backend}: key rotation")
+        new = base64.b64encode(secrets.token_bytes(32)).decode()
+        result["rotation"] = await rotation(url, new, [state["active"], *state["retired"]], work)
+        state = {**state, "active": new, "retired": [state["active"], *state["retired"]]}
+        if state_file is not None:
+            state_file.write_text(json.dumps(state))
     return result
+
+
+def report(result: dict[str, Any], log: Callable[[str], None]) -> None:
+    built = f" (built in {result['build_s']} s)" if "build_s" in result else ""
+    log(f"\n== {result['backend']}, {result['payments']} payments{built}")
+    for name, page in result.get("pages", {}).items():
+        log(
+            f"  page {name:<28} first {page['first_ms']:>8} ms   after 50k {page['deep_ms']!s:>8} ms"
+        )
+    if "analytics" in result:
+        a = result["analytics"]
+        log(
+            f"  analytics over a year        {a['year_ms']:>8} ms   by day {a['year_by_day_ms']} ms"
+        )
+    if "audit_verify" in result:
+        v = result["audit_verify"]
+        log(f"  audit verify                 {v['entries']} entries, ok={v['ok']}, {v['wall_s']} s")
+    if "rotation" in result:
+        r = result["rotation"]
+        log(
+            f"  key rotation                 {r['values']} values + {r['audit_macs']} audit MACs "
+            f"in {r['wall_s']} s; "
+            f"serving writes p50 {r['serving_write_p50_ms']} ms, p99 {r['serving_write_p99_ms']} "
+            f"ms, max {r['serving_write_max_ms']} ms ({r['serving_writes']})"
+        )
+    if "startup_s" in result:
+        log(f"  start-up                     {result['startup_s']} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payments", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="Build the databases into DIR and keep them (and their keys); a later run with "
+        "the same DIR reuses them instead of building again (PostgreSQL: the scratch database "
+        "is kept, its URL in DIR)",
+    )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"Comma-separated subset of {','.join(PHASES)}",
+    )
     args = parser.parse_args()
+    phases = tuple(p for p in args.phases.split(",") if p)
+    if unknown := set(phases) - set(PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     results = []
     with tempfile.TemporaryDirectory(prefix="paysvc-growth-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.keep is None else args.keep
+        work.mkdir(parents=True, exist_ok=True)
+        kept = args.keep is not None
         if args.backend in ("sqlite", "both"):
-            results.append(
-                asyncio.run(run("sqlite", f"sqlite:///{work}/growth.db", args.payments, work, log))
-            )
+            state = work / "sqlite.json" if kept else None
+            url = f"sqlite:///{work}/growth.db"
+            results.append(asyncio.run(run("sqlite", url, args.payments, work, log, state, phases)))
         base = os.environ.get("PAYSVC_TEST_DATABASE_URL")
         if args.backend in ("postgresql", "both") and base:
-            url = pg_scratch.create(base, prefix="paysvc_growth")
+            state = work / "postgresql.json" if kept else None
+            url_file = work / "postgresql.url"
+            if kept and url_file.exists() and state is not None and state.exists():
+                url = url_file.read_text().strip()
+            else:
+                url = pg_scratch.create(base, prefix="paysvc_growth")
+                if kept:
+                    url_file.write_text(url)
             try:
-                results.append(asyncio.run(run("postgresql", url, args.payments, work, log)))
+                results.append(
+                    asyncio.run(run("postgresql", url, args.payments, work, log, state, phases))
+                )
             finally:
-                pg_scratch.drop(url)
+                if not kept:
+                    pg_scratch.drop(url)
         elif args.backend == "postgresql":
             raise SystemExit("--backend postgresql needs PAYSVC_TEST_DATABASE_URL")
     for result in results:
-        log(
-            f"\n== {result['backend']}, {result['payments']} payments (built in {result['build_s']} s)"
-        )
-        for name, page in result["pages"].items():
-            log(
-                f"  page {name:<28} first {page['first_ms']:>8} ms   after 50k {page['deep_ms']!s:>8} ms"
-            )
-        log(
-            f"  analytics over a year        {result['analytics']['year_ms']:>8} ms   by day {result['analytics']['year_by_day_ms']} ms"
-        )
-        v = result["audit_verify"]
-        log(f"  audit verify                 {v['entries']} entries, ok={v['ok']}, {v['wall_s']} s")
-        r = result["rotation"]
-        log(
-            f"  key rotation                 {r['values']} values in {r['wall_s']} s; serving writes "
-            f"p50 {r['serving_write_p50_ms']} ms, p99 {r['serving_write_p99_ms']} ms, max {r['serving_write_max_ms']} ms ({r['serving_writes']})"
-        )
-        log(f"  start-up                     {result['startup_s']} s")
+        report(result, log)
     print(json.dumps({"results": results}))
 
 

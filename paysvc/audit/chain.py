@@ -54,13 +54,12 @@ import logging
 import math
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from prometheus_client import Gauge
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit import repository
@@ -583,7 +582,7 @@ async def key_usage(db: Database) -> dict[str, int]:
 # --- export and listing ----------------------------------------------------------------------
 
 
-def _export_record(row: RowMapping) -> dict[str, Any]:
+def _export_record(row: Mapping[str, Any]) -> dict[str, Any]:
     record = {name: row[name] for name in EXPORT_COLUMNS}
     record["occurred_at"] = rfc3339(row["occurred_at"])
     return record

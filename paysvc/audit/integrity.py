@@ -54,12 +54,16 @@ def _timestamp(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# Built once: `json.dumps` with these options builds a new encoder on every call.
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def canonical(fields: Mapping[str, Any], seq: int | None) -> bytes:
     """Deterministic bytes of every chained field plus the position in the chain."""
     document: dict[str, Any] = {name: fields[name] for name in FIELDS}
     document["occurred_at"] = _timestamp(fields["occurred_at"])
     document["seq"] = seq
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _ENCODE(document).encode()
 
 
 def link(previous: Mapping[str, Any] | None, previous_seq: int | None) -> bytes:
@@ -76,7 +80,7 @@ def link_of(canonical_bytes: bytes) -> bytes:
 
 def _mac(keyring: Keyring, key_id: str, message: bytes) -> str:
     key = keyring.derive(PURPOSE, key_id)
-    tag = hmac.new(key, message, hashlib.sha256).digest()
+    tag = hmac.digest(key, message, "sha256")  # one-shot, in C
     assert len(key_id) == KEY_ID_LENGTH
     return f"{key_id}:{base64.urlsafe_b64encode(tag).rstrip(b'=').decode()}"
 

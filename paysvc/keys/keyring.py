@@ -36,6 +36,7 @@ class Keyring:
         self.next_ids = frozenset(key_id(k) for k in next) - {self.active_id}
         self._keys = {key_id(k): AESGCM(k) for k in (*retired, *next, active)}
         self._raw = {key_id(k): k for k in (*retired, *next, active)}
+        self._derived: dict[tuple[str, str], bytes] = {}  # (purpose, key id) -> subkey
         self.used_active = False  # set once anything is encrypted or MACed under the active key
 
     def __reduce__(
@@ -87,9 +88,14 @@ class Keyring:
         """
         kid = self.active_id if key_id is None else key_id
         self.used_active = self.used_active or kid == self.active_id
-        if kid not in self._raw:
-            raise DecryptionError(f"no key {kid!r} to derive from")
-        return hashlib.sha256(b"paysvc-derive:" + purpose.encode() + b":" + self._raw[kid]).digest()
+        derived = self._derived.get((purpose, kid))
+        if derived is None:  # derived once per purpose and key (the verifier asks per entry)
+            if kid not in self._raw:
+                raise DecryptionError(f"no key {kid!r} to derive from")
+            raw = self._raw[kid]
+            derived = hashlib.sha256(b"paysvc-derive:" + purpose.encode() + b":" + raw).digest()
+            self._derived[(purpose, kid)] = derived
+        return derived
 
     def encrypt(self, plaintext: str, associated: str) -> str:
         self.used_active = True
