@@ -26,6 +26,7 @@ import getpass
 import os
 import secrets
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -116,7 +117,6 @@ def failures_as_one_line(
     """Domain, migration, key and database errors become one line and exit code 1 (never a
     traceback with SQL in it). `options` maps a service parameter to the CLI option it came
     from (`{"older_than": "--older-than"}`): the service rejecting it is a usage error (exit 2)."""
-    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from paysvc.keys.keyring import DecryptionError
@@ -129,8 +129,6 @@ def failures_as_one_line(
         fail(error.message, type_=error.type, error_code=error.code)
     except PaysvcError as error:
         fail(error.message, type_=error.type, error_code=error.code)
-    except CommandError as error:
-        fail(f"migrations: {error}", type_="api_error", error_code="migration_error")
     except DecryptionError as error:
         fail(
             describe_decryption_error(error),
@@ -143,6 +141,17 @@ def failures_as_one_line(
             type_="api_error",
             error_code="database_error",
         )
+    except Exception as error:
+        if not _is_migration_error(error):
+            raise
+        fail(f"migrations: {error}", type_="api_error", error_code="migration_error")
+
+
+def _is_migration_error(error: Exception) -> bool:
+    """An Alembic `CommandError`, told without importing Alembic: a process that never loaded
+    it cannot have raised one (`serve` migrates in a child process and never loads it)."""
+    alembic_util = sys.modules.get("alembic.util")
+    return alembic_util is not None and isinstance(error, alembic_util.CommandError)
 
 
 def describe_decryption_error(error: Exception) -> str:

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from cli.common import console, failures_as_one_line, settings
-
-if TYPE_CHECKING:
-    from paysvc.config import Settings
-    from paysvc.keys.keyring import Keyring
+from cli.server import keyring
 
 app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
-
-
-def keyring(config: Settings) -> Keyring:
-    """The service keys, for migrations that encrypt or decrypt stored values."""
-    from paysvc.keys.keyring import Keyring
-
-    return Keyring(
-        config.encryption_key, config.encryption_keys_retired, config.encryption_keys_next
-    )
 
 
 @app.command()

@@ -50,36 +50,45 @@ class PaysvcGroup(TyperGroup):
             # Not standalone, typer returns the exit code of a typer.Exit (commands return None).
             result = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else 0
-        except click.exceptions.NoArgsIsHelpError:  # `paysvc payments`: typer showed the help
-            code = EXIT_USAGE
-        except click.exceptions.UsageError as error:
-            where = f" ({error.ctx.command_path})" if error.ctx else ""
-            render_error(
-                f"{error.format_message()}{where}; see --help",
-                type_="usage_error",
-                code="invalid_usage",
-                as_json=as_json,
-            )
-            code = EXIT_USAGE
-        except click.exceptions.ClickException as error:
-            render_error(error.format_message(), as_json=as_json)
-            code = error.exit_code
-        except typer.Abort:
-            render_error("aborted", as_json=as_json)
-            code = EXIT_DOMAIN
         except Exception as error:
-            if os.environ.get("PAYSVC_TRACEBACK"):
-                raise
-            render_error(
-                f"unexpected {type(error).__name__}: {error} (PAYSVC_TRACEBACK=1 for details)",
-                type_="api_error",
-                code="internal",
-                as_json=as_json,
-            )
-            code = EXIT_DOMAIN
+            code = exit_code(error, as_json=as_json)
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def exit_code(error: Exception, *, as_json: bool = False) -> int:
+    """The exit code of a command that raised `error`, once its one line is printed (the
+    serving process of `paysvc serve` ends through here too: cli/server.py)."""
+    if isinstance(error, typer.Exit):  # its line is printed
+        code: int = error.exit_code
+        return code
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):  # `paysvc payments`: the help
+        return EXIT_USAGE
+    if isinstance(error, click.exceptions.UsageError):
+        where = f" ({error.ctx.command_path})" if error.ctx else ""
+        render_error(
+            f"{error.format_message()}{where}; see --help",
+            type_="usage_error",
+            code="invalid_usage",
+            as_json=as_json,
+        )
+        return EXIT_USAGE
+    if isinstance(error, click.exceptions.ClickException):
+        render_error(error.format_message(), as_json=as_json)
+        return error.exit_code
+    if isinstance(error, typer.Abort):
+        render_error("aborted", as_json=as_json)
+        return EXIT_DOMAIN
+    if os.environ.get("PAYSVC_TRACEBACK"):
+        raise error
+    render_error(
+        f"unexpected {type(error).__name__}: {error} (PAYSVC_TRACEBACK=1 for details)",
+        type_="api_error",
+        code="internal",
+        as_json=as_json,
+    )
+    return EXIT_DOMAIN
 
 
 def _version(value: bool) -> None:
@@ -125,5 +134,13 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(admin.app, name="admin")
 app.add_typer(events.app, name="events")
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """The `paysvc` command (its console script): this process is the CLI's own, so `serve`
+    replaces it with the serving process (a CliRunner in a test process serves in place)."""
+    serve.REPLACE_PROCESS = True
     app()
+
+
+if __name__ == "__main__":
+    main()
