@@ -179,6 +179,7 @@ class InlineConnection:
     async def _wait_for_lock(
         self, sql: str, call: Callable[[], object], error: sqlite3.OperationalError
     ) -> None:
+        log.debug("waiting for a lock: %.40s", sql)
         deadline = time.monotonic() + busy_budget_seconds()
         steps = _backoff()
         while True:
