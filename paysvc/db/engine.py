@@ -12,10 +12,10 @@ deadlocks are retried a bounded number of times.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -87,10 +87,21 @@ def _sqlite_discipline(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def _checkpoint(connection: sqlite3.Connection) -> None:
-    busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    if busy or copied < frames:
-        log.debug("WAL checkpoint copied %d of %d frames", copied, frames)
+def _checkpoint_every(path: str, interval: float, stop: threading.Event) -> None:
+    """The checkpoint thread: its own connection, a PASSIVE checkpoint every `interval`."""
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        while not stop.wait(interval):
+            try:
+                row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as error:  # the disk, say: say so, try again next time
+                log.warning("WAL checkpoint failed: %s", error)
+                continue
+            busy, frames, copied = row
+            if busy or copied < frames:  # readers on older pages: the rest next time
+                log.debug("WAL checkpoint copied %d of %d frames", copied, frames)
+    finally:
+        connection.close()
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -151,27 +162,20 @@ class Database:
             return
         self._checkpointing = True
         await self.engine.dispose()  # pooled connections reopen with the backstop setting
-        path = make_url(self.url).database or ""
-        connection = await asyncio.to_thread(
-            sqlite3.connect, path, timeout=0, isolation_level=None, check_same_thread=False
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=_checkpoint_every,
+            args=(make_url(self.url).database or "", interval, stop),
+            name="paysvc-wal-checkpoint",
+            daemon=True,
         )
-        task = asyncio.create_task(self._checkpoint_every(interval, connection))
+        thread.start()
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             self._checkpointing = False
-            await asyncio.to_thread(connection.close)
-
-    async def _checkpoint_every(self, interval: float, connection: sqlite3.Connection) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await asyncio.to_thread(_checkpoint, connection)
-            except sqlite3.Error as error:  # busy, or the disk: say so, try again later
-                log.warning("WAL checkpoint failed: %s", error)
+            stop.set()
+            await asyncio.to_thread(thread.join)  # its checkpoint in progress ends first
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
