@@ -191,7 +191,8 @@ class Database:
     async def _enter_sqlite_writer(self) -> bool:
         """SQLite has one writer at a time: queue this process's writers in order here rather
         than have them poll the file lock with the busy handler's growing sleeps (that made
-        tail latency under load seconds long). Other processes still meet the busy timeout.
+        tail latency under load seconds long). Another process's lock is waited for by
+        `BEGIN IMMEDIATE` itself (asynchronously, paysvc.db.inline), within the busy timeout.
         If the queue does not move within the busy timeout, go on without it (SQLite's own
         locking still holds), so this can only ever help."""
         try:
