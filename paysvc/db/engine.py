@@ -89,19 +89,27 @@ def _sqlite_discipline(engine: AsyncEngine) -> None:
 
 def _checkpoint_every(path: str, interval: float, stop: threading.Event) -> None:
     """The checkpoint thread: its own connection, a PASSIVE checkpoint every `interval`."""
-    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+    connection: sqlite3.Connection | None = None
+    failing = False
     try:
         while not stop.wait(interval):
             try:
-                row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as error:  # the disk, say: say so, try again next time
-                log.warning("WAL checkpoint failed: %s", error)
+                if connection is None:
+                    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+                busy, frames, copied = connection.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                ).fetchone()
+            except sqlite3.Error as error:  # the database is away: say so once, keep trying
+                if not failing:
+                    log.warning("WAL checkpoint failed: %s", error)
+                failing = True
                 continue
-            busy, frames, copied = row
+            failing = False
             if busy or copied < frames:  # readers on older pages: the rest next time
                 log.debug("WAL checkpoint copied %d of %d frames", copied, frames)
     finally:
-        connection.close()
+        if connection is not None:
+            connection.close()
 
 
 def is_retryable(error: BaseException) -> bool:
