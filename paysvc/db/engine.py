@@ -12,10 +12,10 @@ deadlocks are retried a bounded number of times.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -87,10 +87,29 @@ def _sqlite_discipline(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def _checkpoint(connection: sqlite3.Connection) -> None:
-    busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    if busy or copied < frames:
-        log.debug("WAL checkpoint copied %d of %d frames", copied, frames)
+def _checkpoint_every(path: str, interval: float, stop: threading.Event) -> None:
+    """The checkpoint thread: its own connection, a PASSIVE checkpoint every `interval`."""
+    connection: sqlite3.Connection | None = None
+    failing = False
+    try:
+        while not stop.wait(interval):
+            try:
+                if connection is None:
+                    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+                busy, frames, copied = connection.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                ).fetchone()
+            except sqlite3.Error as error:  # the database is away: say so once, keep trying
+                if not failing:
+                    log.warning("WAL checkpoint failed: %s", error)
+                failing = True
+                continue
+            failing = False
+            if busy or copied < frames:  # readers on older pages: the rest next time
+                log.debug("WAL checkpoint copied %d of %d frames", copied, frames)
+    finally:
+        if connection is not None:
+            connection.close()
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -151,27 +170,20 @@ class Database:
             return
         self._checkpointing = True
         await self.engine.dispose()  # pooled connections reopen with the backstop setting
-        path = make_url(self.url).database or ""
-        connection = await asyncio.to_thread(
-            sqlite3.connect, path, timeout=0, isolation_level=None, check_same_thread=False
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=_checkpoint_every,
+            args=(make_url(self.url).database or "", interval, stop),
+            name="paysvc-wal-checkpoint",
+            daemon=True,
         )
-        task = asyncio.create_task(self._checkpoint_every(interval, connection))
+        thread.start()
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             self._checkpointing = False
-            await asyncio.to_thread(connection.close)
-
-    async def _checkpoint_every(self, interval: float, connection: sqlite3.Connection) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await asyncio.to_thread(_checkpoint, connection)
-            except sqlite3.Error as error:  # busy, or the disk: say so, try again later
-                log.warning("WAL checkpoint failed: %s", error)
+            stop.set()
+            await asyncio.to_thread(thread.join)  # its checkpoint in progress ends first
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -187,7 +199,8 @@ class Database:
     async def _enter_sqlite_writer(self) -> bool:
         """SQLite has one writer at a time: queue this process's writers in order here rather
         than have them poll the file lock with the busy handler's growing sleeps (that made
-        tail latency under load seconds long). Other processes still meet the busy timeout.
+        tail latency under load seconds long). Another process's lock is waited for by
+        `BEGIN IMMEDIATE` itself (asynchronously, paysvc.db.inline), within the busy timeout.
         If the queue does not move within the busy timeout, go on without it (SQLite's own
         locking still holds), so this can only ever help."""
         try:

@@ -28,6 +28,11 @@ serves is bounded by an index and a page size (lists use keyset pages on
 (audit verify and export, reconcile, key rotation) runs in the CLI, in its own process.
 Statements that take longer than `SLOW_STATEMENT_SECONDS` are logged, so a regression shows.
 
+WAL checkpoints would also run inline, at the COMMIT that passes 1000 WAL pages: copying them
+and fsyncing the database measured 10 ms median, up to 30 ms, on the 2-core test machine (a
+commit: 0.05 ms), a stall of every request. A server therefore checkpoints in a thread
+(`Database.checkpoints`); see engine.py.
+
 The object mimics exactly what SQLAlchemy's aiosqlite adapter uses of an aiosqlite
 Connection/Cursor; its coroutines return without ever suspending except in the busy wait,
 so SQLAlchemy's `await_` completes them without a trip through the loop.
@@ -179,6 +184,7 @@ class InlineConnection:
     async def _wait_for_lock(
         self, sql: str, call: Callable[[], object], error: sqlite3.OperationalError
     ) -> None:
+        log.debug("waiting for a lock: %.40s", sql)
         deadline = time.monotonic() + busy_budget_seconds()
         steps = _backoff()
         while True:
