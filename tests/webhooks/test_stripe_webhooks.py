@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -244,6 +245,51 @@ async def test_event_arriving_during_confirm_is_applied_when_confirm_settles(
     assert settled["status"] == "captured" and settled["disputed"] is True
     moves = await status_changes(container, payment["id"])
     assert [m[:2] for m in moves] == [("pending", "captured")]
+
+
+async def test_inbox_is_read_after_a_confirm_only_when_an_event_waits(
+    api: Api, client: TestClient[Any, Any], container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The confirm's settling transaction asks whether events wait for the payment; the
+    inbox is retried after the commit only then (not after every confirm)."""
+    retried: list[str] = []
+    [follow_up] = [
+        f
+        for f in container.payments.confirm_followups
+        if f.run == container.webhooks.retry_for_payment
+    ]
+
+    async def counted(payment_id: str) -> int:
+        retried.append(payment_id)
+        return await container.webhooks.retry_for_payment(payment_id)
+
+    monkeypatch.setattr(
+        container.payments,
+        "confirm_followups",
+        [
+            dataclasses.replace(f, run=counted) if f is follow_up else f
+            for f in container.payments.confirm_followups
+        ],
+    )
+    quiet = await api.paid(order_id="quiet")
+    assert quiet["status"] == "captured" and retried == []
+
+    sandbox = container.gateways.for_payment("sandbox")
+    charge = sandbox.charge
+
+    async def charge_then_dispute(request: ChargeRequest) -> GatewayPayment:
+        result = await charge(request)
+        early = await deliver(
+            client, event("charge.dispute.created", dispute("dp_w", result.reference))
+        )
+        assert early["status"] == "pending"
+        return result
+
+    monkeypatch.setattr(sandbox, "charge", charge_then_dispute)
+    disputed = await api.paid(order_id="disputed")
+    assert retried == [disputed["id"]]
+    assert set((await inbox(container)).values()) == {"applied"}
+    assert (await api.get(f"/payments/{disputed['id']}"))["disputed"] is True
 
 
 async def test_event_with_our_id_settles_an_in_flight_confirm(
