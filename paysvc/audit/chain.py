@@ -84,7 +84,7 @@ from paysvc.keys.keyring import Keyring
 log = logging.getLogger(__name__)
 
 SEAL_BATCH = 500
-PACE = 0.2  # seconds: a busy sealer seals at most this often
+PACE = 0.5  # seconds: a busy sealer seals at most this often
 PARALLEL_MIN = 20_000  # below this many entries one process verifies faster than spawning more
 DEFAULT_GRACE = dt.timedelta(minutes=5)
 EXPORT_COLUMNS = ("seq", *FIELDS, "mac")

@@ -49,7 +49,7 @@ BACKOFF = (5, 30, 120, 600, 1800, 3600, 7200)  # seconds; then every 2 h
 BATCH = 100
 IDLE = 5.0  # seconds between looks when nothing woke us (due retries, other instances)
 METRICS_EVERY = 1.0  # seconds: the backlog gauges are at most this stale while busy
-PACE = 0.05  # seconds: a busy dispatcher claims at most this often (see Wakeable)
+PACE = 0.1  # seconds: a busy dispatcher claims at most this often (see Wakeable)
 
 
 @dataclass(frozen=True, slots=True)
