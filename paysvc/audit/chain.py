@@ -51,9 +51,7 @@ import csv
 import datetime as dt
 import json
 import logging
-import math
 import multiprocessing
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -85,7 +83,7 @@ from paysvc.keys.keyring import Keyring
 log = logging.getLogger(__name__)
 
 SEAL_BATCH = 500
-SPACING = 0.2  # seconds: a busy sealer seals at most this often
+PACE = 0.5  # seconds: a busy sealer seals at most this often
 PARALLEL_MIN = 20_000  # below this many entries one process verifies faster than spawning more
 DEFAULT_GRACE = dt.timedelta(minutes=5)
 EXPORT_COLUMNS = ("seq", *FIELDS, "mac")
@@ -242,7 +240,7 @@ class AuditSealer(Wakeable):
     `interval` seconds. Run `run()` as a task for the lifetime of the app; one per process is
     enough, several processes are safe.
 
-    While commits keep coming, seals start at most every `spacing` seconds, so the entries of
+    While commits keep coming, seals start at most every `pace` seconds, so the entries of
     many requests are chained in one transaction (each is sealed at most that much later;
     `verify` allows minutes). The sealer keeps the link to the head it sealed last, so a seal
     reads only the head's (seq, id), then the entries to seal as plain rows.
@@ -254,24 +252,20 @@ class AuditSealer(Wakeable):
     """
 
     def __init__(
-        self, db: Database, keyring: Keyring, interval: float = 5.0, spacing: float = SPACING
+        self, db: Database, keyring: Keyring, interval: float = 5.0, pace: float = PACE
     ) -> None:
         self.db = db
         self.keyring = keyring
         self.interval = interval
-        self.spacing = spacing
-        super().__init__()
+        super().__init__(pace)
 
     async def run(self) -> None:
         tip: _Tip | None = None
-        began = -math.inf
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
-            if not self._stopping:  # let the commits of the next moments join this seal
-                await asyncio.sleep(max(began + self.spacing - time.monotonic(), 0))
+            await self.paced()
             self._wake.clear()
-            began = time.monotonic()
             try:
                 sealed, head, tip = await _seal(self.db, self.keyring, SEAL_BATCH, tip)
             except asyncio.CancelledError:

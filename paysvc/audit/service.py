@@ -6,15 +6,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.models import AuditEntry
 from paysvc.auth.principal import Actor
 from paysvc.clock import Clock
 from paysvc.ids import new_id
-
-_NOTIFYING = "paysvc_audit_notify"
+from paysvc.metrics import after_commit
 
 
 class AuditLog:
@@ -55,8 +53,5 @@ class AuditLog:
         return entry
 
     def _notify_after_commit(self, session: AsyncSession) -> None:
-        callback = self.on_commit
-        if callback is None or session.info.get(_NOTIFYING):
-            return
-        session.info[_NOTIFYING] = True
-        event.listen(session.sync_session, "after_commit", lambda _session: callback())
+        if self.on_commit is not None:
+            after_commit(session, self.on_commit, once=True)

@@ -6,10 +6,10 @@ SQLite, so two instances never send the same attempt at once), commits, sends th
 database lock (each is a different payment or destination: only the earliest pending delivery
 of a payment and destination is ever due), then records every attempt and claims the next batch
 (the deliveries that became due meanwhile, e.g. the next event of a payment just delivered) in
-one unit of work. A pass therefore costs one write transaction per batch plus one: commits that
-wake the dispatcher while a batch is out are served together by the next claim, and a claim that
-finds nothing also reads when the next delivery is due. The backlog gauges are recounted at most
-every `METRICS_EVERY` seconds (and when the dispatcher goes quiet), not after every pass.
+one unit of work. A pass therefore costs one write transaction per batch plus one: while busy,
+claims are at most `PACE` apart, so the commits that woke the dispatcher meanwhile go out in one
+batch; a claim that finds nothing also reads when the next delivery is due. The backlog gauges
+are recounted at most every `METRICS_EVERY` seconds (and once the dispatcher goes quiet).
 A 2xx is delivered; anything else is retried with exponential backoff and jitter until
 `give_up_at` (3 days), then the delivery is `dead` (logged, counted in /metrics). The
 `order-status` destination records a 4xx other than 408/429 as `failed`, not retried.
@@ -37,7 +37,7 @@ from paysvc.background import Wakeable
 from paysvc.clock import Clock, rfc3339
 from paysvc.db.engine import Database
 from paysvc.events import metrics
-from paysvc.events.models import Event, EventAttempt, EventDelivery
+from paysvc.events.models import Event, EventDelivery
 from paysvc.events.repository import EventRepository
 from paysvc.events.signing import Signer
 
@@ -49,6 +49,7 @@ BACKOFF = (5, 30, 120, 600, 1800, 3600, 7200)  # seconds; then every 2 h
 BATCH = 100
 IDLE = 5.0  # seconds between looks when nothing woke us (due retries, other instances)
 METRICS_EVERY = 1.0  # seconds: the backlog gauges are at most this stale while busy
+PACE = 0.1  # seconds: a busy dispatcher claims at most this often (see Wakeable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ class Dispatcher(Wakeable):
         *,
         idle: float = IDLE,
         batch: int = BATCH,
+        pace: float = PACE,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -132,7 +134,7 @@ class Dispatcher(Wakeable):
         self.batch = batch
         self._metrics_at = -math.inf  # time.monotonic() of the last backlog count
         self._metrics_stale_at: float | None = None  # a count is due then
-        super().__init__()
+        super().__init__(pace)
 
     async def run(self) -> None:
         """Until `stop()`: deliver what is due, then sleep until woken, until the next retry is
@@ -178,6 +180,7 @@ class Dispatcher(Wakeable):
         async def claim(session: AsyncSession) -> tuple[_Batch, float]:
             return await self._claim(session, token)
 
+        await self.paced()
         batch, due_in = await self.db.run(claim)
         total = 0
         while batch:
@@ -194,6 +197,7 @@ class Dispatcher(Wakeable):
                     return [], self.idle
                 return await self._claim(session, token)
 
+            await self.paced()  # what is committed meanwhile joins the next claim
             batch, due_in = await self.db.run(record)
             total += len(sent.batch)
         return total, due_in
@@ -253,18 +257,19 @@ class Dispatcher(Wakeable):
         repo = EventRepository(session)
         now, sent_at = self.clock.now(), sent.at
         owned = await repo.claimed([delivery.id for delivery, _event in sent.batch], sent.token)
+        attempts: list[dict[str, object]] = []
         for (claimed, event), answer in zip(sent.batch, sent.answers, strict=True):
             delivery = owned.get(claimed.id)
             if delivery is None:  # redelivered or re-claimed meanwhile: theirs to record
                 continue
-            repo.add_attempt(
-                EventAttempt(
-                    delivery_id=delivery.id,
-                    attempted_at=sent_at,
-                    status_code=answer.status,
-                    error=answer.error,
-                    duration_ms=answer.duration_ms,
-                )
+            attempts.append(
+                {
+                    "delivery_id": delivery.id,
+                    "attempted_at": sent_at,
+                    "status_code": answer.status,
+                    "error": answer.error,
+                    "duration_ms": answer.duration_ms,
+                }
             )
             delivery.attempts += 1
             delivery.last_attempt_at = sent_at
@@ -291,6 +296,7 @@ class Dispatcher(Wakeable):
                     answer.status or answer.error,
                 )
             metrics.ATTEMPTS.labels(delivery.destination, outcome).inc()
+        await repo.add_attempts(attempts)
 
     async def _due_in(self) -> float:
         """Seconds until the next delivery may go out (≤ 0: now); `idle` when none is pending."""

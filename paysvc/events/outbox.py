@@ -11,12 +11,12 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import event as orm_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.clock import Clock
 from paysvc.events.models import Event, EventDelivery
 from paysvc.ids import new_id
+from paysvc.metrics import after_commit
 from paysvc.payments.models import Payment
 
 # Status → event type. `requires_action` (3-D Secure) is here so that it just works.
@@ -57,7 +57,6 @@ NOTIFIED = frozenset(
 )
 ORDER_STATUS = frozenset({"payment.authorized", "payment.captured"})
 GIVE_UP_AFTER = dt.timedelta(days=3)
-_NOTIFYING = "paysvc_events_notify"
 
 
 def routes(event_type: str, enabled: Iterable[str]) -> list[str]:
@@ -117,8 +116,5 @@ class Outbox:
 
     def wake_after_commit(self, session: AsyncSession) -> None:
         """Wake the dispatcher once the caller's unit of work commits (not if it rolls back)."""
-        callback = self.on_commit
-        if callback is None or session.info.get(_NOTIFYING):
-            return
-        session.info[_NOTIFYING] = True
-        orm_event.listen(session.sync_session, "after_commit", lambda _session: callback())
+        if self.on_commit is not None:
+            after_commit(session, self.on_commit, once=True)

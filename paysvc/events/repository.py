@@ -8,11 +8,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
     and_,
+    bindparam,
     case,
     exists,
     func,
+    insert,
     or_,
     select,
     update,
@@ -86,18 +89,8 @@ class EventRepository:
         payment and destination, so one payment's events go out in order. PostgreSQL: rows
         other instances are claiming right now are skipped (FOR UPDATE SKIP LOCKED); SQLite:
         the write transaction already serializes claimers."""
-        query = (
-            select(EventDelivery)
-            .where(
-                _head(),
-                EventDelivery.next_attempt_at <= now,
-                or_(EventDelivery.claimed_until.is_(None), EventDelivery.claimed_until < now),
-            )
-            .order_by(EventDelivery.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=EventDelivery)
-        )
-        claimed = list(await self.session.scalars(query))
+        params = {"now": now, "limit": limit}
+        claimed = list(await self.session.scalars(_CLAIM, params))
         for delivery in claimed:
             delivery.claim_token = token
             delivery.claimed_until = now + lease
@@ -114,20 +107,16 @@ class EventRepository:
         )
         return {d.id: d for d in await self.session.scalars(query)}
 
-    def add_attempt(self, attempt: EventAttempt) -> None:
-        self.session.add(attempt)
+    async def add_attempts(self, attempts: Sequence[dict[str, object]]) -> None:
+        """Insert attempt rows (EventAttempt columns) in one executemany: nobody needs their
+        ids back, so no ORM object (and no INSERT per row to fetch each id)."""
+        if attempts:
+            await self.session.execute(insert(EventAttempt), attempts)
 
     async def next_due(self) -> dt.datetime | None:
         """When the next delivery that may go out (the earliest pending of its payment and
         destination) is due, or its claim runs out; None when nothing is pending."""
-        due = case(
-            (
-                EventDelivery.claimed_until > EventDelivery.next_attempt_at,
-                EventDelivery.claimed_until,
-            ),
-            else_=EventDelivery.next_attempt_at,
-        )
-        found: dt.datetime | None = await self.session.scalar(select(func.min(due)).where(_head()))
+        found: dt.datetime | None = await self.session.scalar(_NEXT_DUE)
         return found
 
     async def backlog(self) -> Backlog:
@@ -189,3 +178,25 @@ def _head() -> ColumnElement[bool]:
             earlier.id < EventDelivery.id,
         ),
     )
+
+
+# Built once (they are the same every time; only the parameters change).
+_CLAIM = (
+    select(EventDelivery)
+    .where(
+        _head(),
+        EventDelivery.next_attempt_at <= bindparam("now"),
+        or_(
+            EventDelivery.claimed_until.is_(None),
+            EventDelivery.claimed_until < bindparam("now"),
+        ),
+    )
+    .order_by(EventDelivery.id)
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(skip_locked=True, of=EventDelivery)
+)
+_DUE = case(
+    (EventDelivery.claimed_until > EventDelivery.next_attempt_at, EventDelivery.claimed_until),
+    else_=EventDelivery.next_attempt_at,
+)
+_NEXT_DUE = select(func.min(_DUE)).where(_head())
