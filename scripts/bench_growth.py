@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import os
 import random
+import resource
 import secrets
 import socket
 import subprocess
@@ -68,9 +69,13 @@ from paysvc.payments.repository import PaymentFilter  # noqa: E402
 from paysvc.payments.service import NewIntent  # noqa: E402
 
 CHUNK = 5000
-SECRETS = {"JWT_SECRET_KEY": "bench-" + "x" * 40, "EVENTS_SIGNING_SECRET": "whsec_" + base64.b64encode(b"g" * 32).decode()}
+SECRETS = {
+    "JWT_SECRET_KEY": "bench-" + "x" * 40,
+    "EVENTS_SIGNING_SECRET": "whsec_" + base64.b64encode(b"g" * 32).decode(),
+}
 CUSTOMERS = 1000
 DEEP = 50_000
+BASELINE_S = 10.0
 ADMIN = Actor(id="bench-admin", role=Role.ADMIN, origin="127.0.0.1", request_id=None)
 SERVICE = Actor(id="bench-service", role=Role.SERVICE, origin="127.0.0.1", request_id=None)
 STATUSES = [  # (status, weight)
@@ -345,12 +350,42 @@ async def startup(env: dict[str, str], work: Path) -> float:
         process.wait(timeout=60)
 
 
+def _percentiles(latencies: list[float], prefix: str) -> dict[str, Any]:
+    ordered = sorted(latencies) or [0.0]
+    return {
+        f"{prefix}writes": len(latencies),
+        f"{prefix}write_p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
+        f"{prefix}write_p99_ms": round(
+            1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1
+        ),
+        f"{prefix}write_max_ms": round(1000 * ordered[-1], 1),
+    }
+
+
+async def _serving_writes(container: Container, until: Callable[[], bool]) -> list[float]:
+    """Create intents through the service, one after another (10 ms apart), until `until()`;
+    the latency of each, in seconds."""
+    latencies: list[float] = []
+    while not until():
+        started = time.perf_counter()
+        await container.payments.create_intent(
+            SERVICE,
+            NewIntent(order_id=f"serving-{secrets.token_hex(8)}", amount=100, currency="usd", customer_id="cus_1"),
+        )
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+    return latencies
+
+
 async def rotation(url: str, new: str, old: list[str], work: Path) -> dict[str, Any]:
-    """`paysvc keys rotate` to key `new` in its own process; serving writes timed meanwhile."""
+    """`paysvc keys rotate` to key `new` in its own process; serving writes timed meanwhile,
+    and for BASELINE_S seconds before it (the ceiling: the same writes with no rotation)."""
     rotated = build_container(settings(url, new, ",".join(old)))
     try:
         values = sum((await keys.status(rotated.db)).values())
         macs = sum((await keys.audit_key_usage(rotated.db)).values())
+        quiet_until = time.perf_counter() + BASELINE_S
+        baseline = await _serving_writes(rotated, lambda: time.perf_counter() > quiet_until)
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -358,6 +393,7 @@ async def rotation(url: str, new: str, old: list[str], work: Path) -> dict[str, 
             "ENCRYPTION_KEYS_RETIRED": ",".join(old),
             **SECRETS,
         }
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "paysvc"),
@@ -368,35 +404,22 @@ async def rotation(url: str, new: str, old: list[str], work: Path) -> dict[str, 
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        latencies: list[float] = []
-        n = 0
-        while process.returncode is None:
-            started = time.perf_counter()
-            await rotated.payments.create_intent(
-                SERVICE,
-                NewIntent(order_id=f"during-{n}", amount=100, currency="usd", customer_id="cus_1"),
-            )
-            latencies.append(time.perf_counter() - started)
-            n += 1
-            try:
-                await asyncio.wait_for(process.wait(), timeout=0.01)
-            except TimeoutError:
-                pass
+        waiting = asyncio.create_task(process.wait())
+        latencies = await _serving_writes(rotated, waiting.done)
         _, errors = await process.communicate()
         if process.returncode != 0:
             raise SystemExit(f"keys rotate failed: {errors.decode()[-2000:]}")
         wall = time.perf_counter() - began
-        ordered = sorted(latencies) or [0.0]
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return {
             "values": values,
             "audit_macs": macs,
             "wall_s": round(wall, 1),
-            "serving_writes": len(latencies),
-            "serving_write_p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
-            "serving_write_p99_ms": round(
-                1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1
+            "rotate_cpu_s": round(
+                usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime, 1
             ),
-            "serving_write_max_ms": round(1000 * ordered[-1], 1),
+            **_percentiles(latencies, "serving_"),
+            **_percentiles(baseline, "baseline_"),
         }
     finally:
         await rotated.close()
@@ -499,7 +522,9 @@ def report(result: dict[str, Any], log: Callable[[str], None]) -> None:
             f"  key rotation                 {r['values']} values + {r['audit_macs']} audit MACs "
             f"in {r['wall_s']} s; "
             f"serving writes p50 {r['serving_write_p50_ms']} ms, p99 {r['serving_write_p99_ms']} "
-            f"ms, max {r['serving_write_max_ms']} ms ({r['serving_writes']})"
+            f"ms, max {r['serving_write_max_ms']} ms ({r['serving_writes']}); the same writes "
+            f"without rotation: p99 {r['baseline_write_p99_ms']} ms ({r['baseline_writes']}); "
+            f"rotate CPU {r['rotate_cpu_s']} s"
         )
     if "startup_s" in result:
         log(f"  start-up                     {result['startup_s']} s")
