@@ -285,7 +285,7 @@ async def verify(
     sealed = _RangeResult()
     if head is not None and head.seq is not None:
         ranges = _split(start, head.seq, workers if head.seq - start + 1 >= parallel_min else 1)
-        if len(ranges) == 1:
+        if len(ranges) <= 1:  # none: nothing sealed since the checkpoint (still re-checked)
             async with db.transaction(write=False) as session:
                 sealed = await _verify_range(session, keyring, start, head.seq, digest)
         else:
@@ -401,6 +401,7 @@ async def _verify_range(
                     row["id"],
                     f"entry at seq {seq} changed since the checkpoint that recorded it",
                 )
+            previous_id = row["id"]  # the head, when nothing follows it in the range
             continue
         checked += 1
         if chain_link is None or seq != expected:
