@@ -133,8 +133,13 @@ def status(
 @app.command()
 def rotate(
     batch_size: Annotated[
-        int, typer.Option(min=1, max=10_000, help="Rows per write transaction")
-    ] = 500,  # paysvc.keys.service.ROTATE_BATCH (not imported here: the CLI starts light)
+        int,
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="Rows read and re-encrypted per batch (written in shorter slices on SQLite)",
+        ),
+    ] = 2000,  # paysvc.keys.service.ROTATE_BATCH (not imported here: the CLI starts light)
 ) -> None:
     """Re-encrypt every value (and re-MAC every audit entry) under the active key.
 

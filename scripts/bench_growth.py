@@ -32,7 +32,9 @@ import datetime as dt
 import json
 import os
 import random
+import resource
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -52,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 import pg_scratch  # noqa: E402
 
 from paysvc.admin.service import SummaryQuery  # noqa: E402
-from paysvc.audit.chain import seal_pending, verify  # noqa: E402
+from paysvc.audit.chain import save_checkpoint, seal_pending, verify  # noqa: E402
 from paysvc.audit.integrity import link  # noqa: E402
 from paysvc.audit.models import AuditEntry  # noqa: E402
 from paysvc.audit.service import AuditLog  # noqa: E402
@@ -68,9 +70,13 @@ from paysvc.payments.repository import PaymentFilter  # noqa: E402
 from paysvc.payments.service import NewIntent  # noqa: E402
 
 CHUNK = 5000
-SECRETS = {"JWT_SECRET_KEY": "bench-" + "x" * 40, "EVENTS_SIGNING_SECRET": "whsec_" + base64.b64encode(b"g" * 32).decode()}
+SECRETS = {
+    "JWT_SECRET_KEY": "bench-" + "x" * 40,
+    "EVENTS_SIGNING_SECRET": "whsec_" + base64.b64encode(b"g" * 32).decode(),
+}
 CUSTOMERS = 1000
 DEEP = 50_000
+BASELINE_S = 10.0
 ADMIN = Actor(id="bench-admin", role=Role.ADMIN, origin="127.0.0.1", request_id=None)
 SERVICE = Actor(id="bench-service", role=Role.SERVICE, origin="127.0.0.1", request_id=None)
 STATUSES = [  # (status, weight)
@@ -309,8 +315,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def startup(env: dict[str, str], work: Path) -> float:
-    """Seconds from `paysvc serve` starting to /health answering 200."""
+def _cpu_now() -> float:
+    """CPU seconds of this process and of its finished children (verify's workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def startup(env: dict[str, str], work: Path) -> dict[str, float]:
+    """Seconds from `paysvc serve` starting to /health answering 200, and the CPU seconds the
+    server used until then (on a busy machine the wall time mostly waits for a CPU)."""
     port = free_port()
     began = time.perf_counter()
     process = subprocess.Popen(  # noqa: S603
@@ -335,7 +354,10 @@ async def startup(env: dict[str, str], work: Path) -> float:
                 try:
                     async with session.get(f"http://127.0.0.1:{port}/health") as response:
                         if response.status == 200:
-                            return round(time.perf_counter() - began, 2)
+                            return {
+                                "wall_s": round(time.perf_counter() - began, 2),
+                                "cpu_s": round(_cpu_seconds(process.pid), 2),
+                            }
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.02)
@@ -345,12 +367,50 @@ async def startup(env: dict[str, str], work: Path) -> float:
         process.wait(timeout=60)
 
 
-async def rotation(url: str, new: str, old: list[str], work: Path) -> dict[str, Any]:
-    """`paysvc keys rotate` to key `new` in its own process; serving writes timed meanwhile."""
+def _percentiles(latencies: list[float], prefix: str) -> dict[str, Any]:
+    ordered = sorted(latencies) or [0.0]
+    return {
+        f"{prefix}writes": len(latencies),
+        f"{prefix}write_p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
+        f"{prefix}write_p99_ms": round(
+            1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1
+        ),
+        f"{prefix}write_max_ms": round(1000 * ordered[-1], 1),
+    }
+
+
+async def _serving_writes(container: Container, until: Callable[[], bool]) -> list[float]:
+    """Create intents through the service, one after another (10 ms apart), until `until()`;
+    the latency of each, in seconds."""
+    latencies: list[float] = []
+    while not until():
+        started = time.perf_counter()
+        await container.payments.create_intent(
+            SERVICE,
+            NewIntent(
+                order_id=f"serving-{secrets.token_hex(8)}",
+                amount=100,
+                currency="usd",
+                customer_id="cus_1",
+            ),
+        )
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+    return latencies
+
+
+async def rotation(
+    url: str, new: str, old: list[str], work: Path, limit: float | None = None
+) -> dict[str, Any]:
+    """`paysvc keys rotate` to key `new` in its own process; serving writes timed meanwhile,
+    and for BASELINE_S seconds before it (the ceiling: the same writes with no rotation)."""
     rotated = build_container(settings(url, new, ",".join(old)))
     try:
         values = sum((await keys.status(rotated.db)).values())
         macs = sum((await keys.audit_key_usage(rotated.db)).values())
+        pending = await keys.pending(rotated.db)  # rows and entries to rewrite
+        quiet_until = time.perf_counter() + BASELINE_S
+        baseline = await _serving_writes(rotated, lambda: time.perf_counter() > quiet_until)
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -358,6 +418,7 @@ async def rotation(url: str, new: str, old: list[str], work: Path) -> dict[str, 
             "ENCRYPTION_KEYS_RETIRED": ",".join(old),
             **SECRETS,
         }
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "paysvc"),
@@ -368,35 +429,33 @@ async def rotation(url: str, new: str, old: list[str], work: Path) -> dict[str, 
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        latencies: list[float] = []
-        n = 0
-        while process.returncode is None:
-            started = time.perf_counter()
-            await rotated.payments.create_intent(
-                SERVICE,
-                NewIntent(order_id=f"during-{n}", amount=100, currency="usd", customer_id="cus_1"),
-            )
-            latencies.append(time.perf_counter() - started)
-            n += 1
-            try:
-                await asyncio.wait_for(process.wait(), timeout=0.01)
-            except TimeoutError:
-                pass
+        waiting = asyncio.create_task(process.wait())
+
+        def over() -> bool:
+            if limit is not None and time.perf_counter() - began > limit and not waiting.done():
+                process.terminate()  # rotation is resumable: the next run finishes it
+            return waiting.done()
+
+        latencies = await _serving_writes(rotated, over)
         _, errors = await process.communicate()
-        if process.returncode != 0:
-            raise SystemExit(f"keys rotate failed: {errors.decode()[-2000:]}")
         wall = time.perf_counter() - began
-        ordered = sorted(latencies) or [0.0]
+        stopped = limit is not None and process.returncode == -signal.SIGTERM
+        if process.returncode != 0 and not stopped:
+            raise SystemExit(f"keys rotate failed: {errors.decode()[-2000:]}")
+        left = await keys.pending(rotated.db)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return {
             "values": values,
             "audit_macs": macs,
             "wall_s": round(wall, 1),
-            "serving_writes": len(latencies),
-            "serving_write_p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
-            "serving_write_p99_ms": round(
-                1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1
+            "stopped_after_limit": stopped,
+            "rewritten": pending - left,  # rows and audit entries
+            "rewritten_per_s": round((pending - left) / wall, 1),
+            "rotate_cpu_s": round(
+                usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime, 1
             ),
-            "serving_write_max_ms": round(1000 * ordered[-1], 1),
+            **_percentiles(latencies, "serving_"),
+            **_percentiles(baseline, "baseline_"),
         }
     finally:
         await rotated.close()
@@ -418,6 +477,7 @@ async def run(
     log: Callable[[str], None],
     state_file: Path | None = None,
     phases: tuple[str, ...] = PHASES,
+    rotation_limit: float | None = None,
 ) -> dict[str, Any]:
     """Build (unless `state_file` says this database is built), then time each phase.
 
@@ -454,12 +514,20 @@ async def run(
             result["analytics"] = await analytics(container)
         if "verify" in phases:
             log(f"{backend}: audit verify")
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), _cpu_now()
             verified = await verify(container.db, container.keyring, workers=os.cpu_count() or 1)
+            wall, cpu = time.perf_counter() - began, _cpu_now() - cpu
+            await save_checkpoint(container.db, container.keyring, verified)
+            began = time.perf_counter()
+            resumed = await verify(container.db, container.keyring, from_checkpoint=True)
             result["audit_verify"] = {
                 "entries": verified.checked,
                 "ok": verified.ok,
-                "wall_s": round(time.perf_counter() - began, 2),
+                "workers": os.cpu_count() or 1,
+                "wall_s": round(wall, 2),
+                "cpu_s": round(cpu, 1),  # this process and the worker processes together
+                "from_checkpoint_ok": resumed.ok,
+                "from_checkpoint_wall_s": round(time.perf_counter() - began, 2),
             }
     finally:
         await container.close()
@@ -467,11 +535,17 @@ async def run(
         log(f"{backend}: start-up")
         active, retired = _keys(state)
         env = {"DATABASE_URL": url, "ENCRYPTION_KEY": active, "ENCRYPTION_KEYS_RETIRED": retired}
-        result["startup_s"] = await startup({**env, **SECRETS}, work)
+        result["startup"] = await startup({**env, **SECRETS}, work)
+        # The ceiling, in the same run: the same start-up on an empty, migrated database.
+        empty = f"sqlite:///{work}/empty.db"
+        await asyncio.to_thread(migrate.upgrade, empty)
+        empty_env = {**env, "DATABASE_URL": empty, **SECRETS}
+        result["startup_empty"] = await startup(empty_env, work)
     if "rotation" in phases:
         log(f"{backend}: key rotation")
         new = base64.b64encode(secrets.token_bytes(32)).decode()
-        result["rotation"] = await rotation(url, new, [state["active"], *state["retired"]], work)
+        old = [state["active"], *state["retired"]]
+        result["rotation"] = await rotation(url, new, old, work, rotation_limit)
         state = {**state, "active": new, "retired": [state["active"], *state["retired"]]}
         if state_file is not None:
             state_file.write_text(json.dumps(state))
@@ -492,17 +566,28 @@ def report(result: dict[str, Any], log: Callable[[str], None]) -> None:
         )
     if "audit_verify" in result:
         v = result["audit_verify"]
-        log(f"  audit verify                 {v['entries']} entries, ok={v['ok']}, {v['wall_s']} s")
+        log(
+            f"  audit verify                 {v['entries']} entries, ok={v['ok']}, {v['wall_s']} s "
+            f"({v['workers']} processes, {v['cpu_s']} s CPU in all); from the checkpoint it saved: ok={v['from_checkpoint_ok']}"
+            f", {v['from_checkpoint_wall_s']} s"
+        )
     if "rotation" in result:
         r = result["rotation"]
         log(
-            f"  key rotation                 {r['values']} values + {r['audit_macs']} audit MACs "
-            f"in {r['wall_s']} s; "
+            f"  key rotation                 {r['values']} values + {r['audit_macs']} audit MACs; "
+            f"{r['rewritten']} rows/entries rewritten in {r['wall_s']} s "
+            f"({r['rewritten_per_s']}/s{', stopped at the limit' if r['stopped_after_limit'] else ''}); "
             f"serving writes p50 {r['serving_write_p50_ms']} ms, p99 {r['serving_write_p99_ms']} "
-            f"ms, max {r['serving_write_max_ms']} ms ({r['serving_writes']})"
+            f"ms, max {r['serving_write_max_ms']} ms ({r['serving_writes']}); the same writes "
+            f"without rotation: p99 {r['baseline_write_p99_ms']} ms ({r['baseline_writes']}); "
+            f"rotate CPU {r['rotate_cpu_s']} s"
         )
-    if "startup_s" in result:
-        log(f"  start-up                     {result['startup_s']} s")
+    if "startup" in result:
+        up, empty = result["startup"], result["startup_empty"]
+        log(
+            f"  start-up                     {up['wall_s']} s, {up['cpu_s']} s CPU (an empty "
+            f"database, same run: {empty['wall_s']} s, {empty['cpu_s']} s CPU)"
+        )
 
 
 def main() -> None:
@@ -522,6 +607,11 @@ def main() -> None:
         default=",".join(PHASES),
         help=f"Comma-separated subset of {','.join(PHASES)}",
     )
+    parser.add_argument(
+        "--rotation-seconds",
+        type=float,
+        help="Stop `keys rotate` after this long (it is resumable) and report its rate",
+    )
     args = parser.parse_args()
     phases = tuple(p for p in args.phases.split(",") if p)
     if unknown := set(phases) - set(PHASES):
@@ -538,7 +628,20 @@ def main() -> None:
         if args.backend in ("sqlite", "both"):
             state = work / "sqlite.json" if kept else None
             url = f"sqlite:///{work}/growth.db"
-            results.append(asyncio.run(run("sqlite", url, args.payments, work, log, state, phases)))
+            results.append(
+                asyncio.run(
+                    run(
+                        "sqlite",
+                        url,
+                        args.payments,
+                        work,
+                        log,
+                        state,
+                        phases,
+                        args.rotation_seconds,
+                    )
+                )
+            )
         base = os.environ.get("PAYSVC_TEST_DATABASE_URL")
         if args.backend in ("postgresql", "both") and base:
             state = work / "postgresql.json" if kept else None
@@ -551,7 +654,18 @@ def main() -> None:
                     url_file.write_text(url)
             try:
                 results.append(
-                    asyncio.run(run("postgresql", url, args.payments, work, log, state, phases))
+                    asyncio.run(
+                        run(
+                            "postgresql",
+                            url,
+                            args.payments,
+                            work,
+                            log,
+                            state,
+                            phases,
+                            args.rotation_seconds,
+                        )
+                    )
                 )
             finally:
                 if not kept:

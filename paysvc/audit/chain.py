@@ -66,13 +66,13 @@ from paysvc.audit.integrity import (
     canonical,
     check_checkpoint,
     check_pending,
-    check_sealed,
     check_sealed_bytes,
     checkpoint_mac,
     fields_of,
     link,
     link_of,
     sealed_mac,
+    sealed_mac_bytes,
 )
 from paysvc.audit.models import AuditCheckpoint
 from paysvc.background import Wakeable
@@ -332,7 +332,7 @@ async def verify(
     sealed = _RangeResult()
     if head is not None and head.seq is not None:
         ranges = _split(start, head.seq, workers if head.seq - start + 1 >= parallel_min else 1)
-        if len(ranges) == 1:
+        if len(ranges) <= 1:  # none: nothing sealed since the checkpoint (still re-checked)
             async with db.transaction(write=False) as session:
                 sealed = await _verify_range(session, keyring, start, head.seq, digest)
         else:
@@ -448,6 +448,7 @@ async def _verify_range(
                     row["id"],
                     f"entry at seq {seq} changed since the checkpoint that recorded it",
                 )
+            previous_id = row["id"]  # the head, when nothing follows it in the range
             continue
         checked += 1
         if chain_link is None or seq != expected:
@@ -529,33 +530,45 @@ class RemacBatch:
 async def remac_batch(
     session: AsyncSession, keyring: Keyring, *, after_seq: int, limit: int
 ) -> RemacBatch:
-    """The new MACs of up to `limit` sealed entries not yet under the active key (read only:
-    store them with `store_macs` in a short write unit of work). Each entry's current MAC is
-    checked under its own key first."""
-    entries = await repository.sealed_not_under_key(session, keyring.active_id, after_seq, limit)
-    if not entries:
-        return RemacBatch([], 0, None)
-    previous = await repository.by_seq(session, (e.seq - 1 for e in entries if e.seq))
+    """The new MACs of the sealed entries after `after_seq` (up to `limit` of them) not yet
+    under the active key (read only: store them with `store_macs` in a short write unit of
+    work). Each entry's current MAC is checked under its own key first. Reads the seq range as
+    plain rows, the entry at `after_seq` included for the first link: each entry's canonical
+    bytes are built once (its MAC, the next entry's link)."""
+    active = keyring.active_id
     changes: list[tuple[str, str, str]] = []
-    skipped = 0
-    for entry in entries:
-        seq = entry.seq
-        assert seq is not None
-        before = previous.get(seq - 1)
-        if seq > 1 and before is None:
+    skipped, last_seq = 0, None
+    chain_link: bytes | None = link(None, None) if after_seq == 0 else None
+    previous_seq = after_seq
+    low = after_seq if after_seq > 0 else None
+    async for row in repository.stream_sealed_range(session, low, after_seq + limit):
+        seq: int = row["seq"]
+        canonical_bytes = canonical(row, seq)
+        if seq == after_seq:  # the entry before the range: its link only
+            chain_link = link_of(canonical_bytes)
+            continue
+        last_seq = seq
+        this_link = chain_link if seq == previous_seq + 1 else None  # None: a gap before it
+        chain_link, previous_seq = link_of(canonical_bytes), seq
+        mac: str | None = row["mac"]
+        if mac is not None and mac.startswith(f"{active}:"):
+            continue
+        if this_link is None:
             skipped += 1
             continue
-        chain_link = link(None, None) if before is None else link(fields_of(before), seq - 1)
-        fields = fields_of(entry)
-        problem = check_sealed(keyring, entry.mac, fields, seq, chain_link)
-        if problem is not None or entry.mac is None:
-            log.warning("audit entry %s not re-MACed: %s", entry.id, problem)
+        problem = check_sealed_bytes(keyring, mac, canonical_bytes, this_link)
+        if problem is not None or mac is None:
+            log.warning("audit entry %s not re-MACed: %s", row["id"], problem)
             skipped += 1
             continue
-        changes.append(
-            (entry.id, entry.mac, sealed_mac(keyring, keyring.active_id, fields, seq, chain_link))
-        )
-    return RemacBatch(changes, skipped, entries[-1].seq)
+        new_mac = sealed_mac_bytes(keyring, active, canonical_bytes, this_link)
+        changes.append((row["id"], mac, new_mac))
+    if last_seq is None:  # past the end (or a hole as long as `limit`): look further
+        following = await repository.next_sealed(session, after_seq + 1)
+        if following is None:
+            return RemacBatch([], 0, None)
+        last_seq = following[0] - 1  # the next batch starts at that entry (a gap: skipped)
+    return RemacBatch(changes, skipped, last_seq)
 
 
 async def store_macs(session: AsyncSession, changes: list[tuple[str, str, str]]) -> None:

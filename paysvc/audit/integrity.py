@@ -92,6 +92,13 @@ def sealed_mac(
     return _mac(keyring, key_id, _SEALED + chain_link + canonical(fields, seq))
 
 
+def sealed_mac_bytes(
+    keyring: Keyring, key_id: str, canonical_bytes: bytes, chain_link: bytes
+) -> str:
+    """`sealed_mac` for canonical bytes already built."""
+    return _mac(keyring, key_id, _SEALED + chain_link + canonical_bytes)
+
+
 def pending_mac(keyring: Keyring, key_id: str, fields: Mapping[str, Any]) -> str:
     """The MAC stamped at insert time (no seq yet), checked by the sealer before sealing."""
     return _mac(keyring, key_id, _PENDING + canonical(fields, None))

@@ -272,3 +272,68 @@ async def test_rotation_does_not_launder_a_tampered_audit_entry(
     assert not result.ok and result.problem is not None
     assert "mismatch" in result.problem
     assert KID1 in await service.audit_key_usage(new_db)  # left under its old key
+
+
+async def audit_entries(db: Database, count: int) -> None:
+    """`count` sealed audit entries (one transaction each), under `db`'s active key."""
+    for n in range(count):
+
+        async def work(session: AsyncSession, n: int = n) -> None:
+            AuditLog(SystemClock()).record(session, SYSTEM, "test.setup", "payment", f"pay_{n}")
+
+        await db.run(work)
+    await chain.seal_pending(db, db.keyring)
+
+
+async def mac_keys_by_seq(db: Database) -> dict[int, str]:
+    async with db.transaction(write=False) as session:
+        rows = await session.execute(
+            select(AuditEntry.seq, AuditEntry.mac).where(AuditEntry.seq.is_not(None))
+        )
+        return {int(seq): str(mac).split(":", 1)[0] for seq, mac in rows}
+
+
+async def test_audit_macs_are_moved_across_batches(old_db: Database, new_db: Database) -> None:
+    """Re-MACing reads each batch's seq range with the entry before it: every entry is moved,
+    whatever the batch size, and the chain still verifies under the new key alone."""
+    await audit_entries(old_db, 7)
+    assert await service.rotate(new_db, batch_size=3) == 7
+    before = await mac_keys_by_seq(new_db)
+    assert {before[seq] for seq in range(1, 8)} == {KID2}
+    await chain.seal_pending(new_db, new_db.keyring)
+    assert (await chain.verify(new_db, new_db.keyring)).ok
+
+
+async def test_entries_after_a_gap_are_not_re_maced(old_db: Database, new_db: Database) -> None:
+    """A deleted entry leaves the next one without a checkable link: it keeps its old MAC (never
+    laundered), the others are moved, and verify still names the gap."""
+    await audit_entries(old_db, 7)
+    await execute(old_db, "DELETE FROM audit_entries WHERE seq = 4")
+    assert await service.rotate(new_db, batch_size=2) == 5
+    keys = await mac_keys_by_seq(new_db)
+    assert keys[5] == KID1
+    assert {keys[seq] for seq in (1, 2, 3, 6, 7)} == {KID2}
+    result = await chain.verify(new_db, new_db.keyring)
+    assert not result.ok and result.problem is not None and "gap" in result.problem
+
+
+async def test_sqlite_writes_in_slices_with_gaps(
+    old_db: Database, new_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a batch is written in slices (each its own audited transaction), the write
+    lock left free between two; PostgreSQL writes a batch at once."""
+    monkeypatch.setattr(service, "SQLITE_SLICE", 3)
+    await add_payments(old_db, 4)  # 16 values
+    expected = await load_all(old_db)
+    assert await service.rotate(new_db, actor=OPERATOR, batch_size=10) == 4
+    async with new_db.transaction(write=False) as session:
+        result = await session.scalars(
+            select(AuditEntry.details).where(AuditEntry.action == "keys.rotate")
+        )
+        rows = [json.loads(details)["rows"] for details in result]
+    if new_db.is_sqlite:
+        assert len(rows) == 6  # 16 values, 3 per slice
+    else:
+        assert rows == [4]
+    assert await service.status(new_db) == {KID2: 16}
+    assert await load_all(new_db) == expected  # every value moved, none lost

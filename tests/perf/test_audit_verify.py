@@ -92,6 +92,24 @@ async def test_verify_resumes_from_a_checkpoint(db: Database) -> None:
     assert result.problem is not None and "changed since the checkpoint" in result.problem
 
 
+async def test_verify_from_a_checkpoint_at_the_head(db: Database) -> None:
+    """Nothing sealed since the checkpoint: the checkpointed entry is still re-checked, and the
+    head is reported (this crashed: no range to verify)."""
+    ids = await write_entries(db, 4)
+    await chain.seal_pending(db, db.keyring)
+    assert await chain.save_checkpoint(db, db.keyring, await chain.verify(db, db.keyring, now=T0))
+    for workers in (1, 2):
+        resumed = await chain.verify(
+            db, db.keyring, now=T0, from_checkpoint=True, workers=workers, parallel_min=0
+        )
+        assert resumed == chain.VerifyResult(True, 0, None, None, 4, ids[-1])
+
+    await execute(db, "UPDATE audit_entries SET outcome = 'denied' WHERE id = :id", id=ids[-1])
+    result = await chain.verify(db, db.keyring, now=T0, from_checkpoint=True)
+    assert (result.ok, result.first_bad) == (False, ids[-1])
+    assert result.problem is not None and "changed since the checkpoint" in result.problem
+
+
 async def test_a_forged_or_moved_checkpoint_is_refused(db: Database) -> None:
     ids = await write_entries(db, 6)
     await chain.seal_pending(db, db.keyring)
