@@ -153,10 +153,13 @@ def main(argv: list[str]) -> int:
     host, port = argv
     try:
         serve(None if host == "-" else host, None if port == "-" else int(port))
-    except Exception as error:
+    except (Exception, KeyboardInterrupt) as error:
+        import typer
+
         from cli.main import exit_code  # the CLI, only to print the line
 
-        return exit_code(error)
+        # Ctrl-C before the server is up: "aborted", as click reports it for any command
+        return exit_code(typer.Abort() if isinstance(error, KeyboardInterrupt) else error)
     return 0
 
 

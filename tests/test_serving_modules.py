@@ -25,8 +25,19 @@ HEADER = "import time: self [us] | cumulative | imported package"
 STARTUP_DEADLINE = 180  # seconds; polled, so a fast start costs nothing
 # Packages the idle server must not hold: migrations run in a child process; the Stripe SDK
 # only with PAYMENT_GATEWAY=stripe, asyncpg only on PostgreSQL; the CLI (typer, click, the
-# pydantic typer parses options with, rich tables) stays in the process that parsed `serve`.
-FORBIDDEN = ("alembic", "mako", "stripe", "asyncpg", "typer", "click", "pydantic", "rich")
+# pydantic typer parses options with, rich tables) stays in the process that parsed `serve`;
+# the OpenAPI spec (apispec) is built on its first request.
+FORBIDDEN = (
+    "alembic",
+    "mako",
+    "stripe",
+    "asyncpg",
+    "typer",
+    "click",
+    "pydantic",
+    "rich",
+    "apispec",
+)
 # ... and what it must hold, so that the check above cannot pass by reading nothing.
 SERVING = ("aiohttp.web", "sqlalchemy.ext.asyncio", "aiosqlite", "paysvc.web.app")
 

@@ -93,8 +93,8 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
     app.add_routes(admin.routes)
     app.add_routes(events.routes)
     app.add_routes(orders.routes)
-    setup_docs(app)  # the spec is built at start-up, from every route added by then
-    # After the spec is built: a page for the customer's browser, not part of the API.
+    setup_docs(app)  # the spec is built on its first request (undocumented routes stay out)
+    # A page for the customer's browser, not part of the API (undocumented).
     if "sandbox" in settings.payment_gateways:  # its 3-D Secure page exists only with it
         app.add_routes(sandbox.routes)
 

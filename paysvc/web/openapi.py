@@ -17,9 +17,6 @@ from typing import Any
 
 import swagger_ui_bundle
 from aiohttp import web
-from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
-from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema, fields, validate
 
 from paysvc import __version__
@@ -104,6 +101,8 @@ def list_envelope(item: type[Schema]) -> type[Schema]:
 
 def _name(schema: Any) -> str:
     """`PaymentOut` → `Payment`: components are named after the contract's objects."""
+    from apispec.ext.marshmallow.common import resolve_schema_cls
+
     resolved = resolve_schema_cls(schema)
     name: str = (resolved[0] if isinstance(resolved, list) else resolved).__name__
     for suffix in ("Out", "Schema"):
@@ -221,6 +220,10 @@ def _constant(_converter: Any, field: fields.Field[Any], **_kwargs: Any) -> dict
 
 
 def build_spec(app: web.Application) -> dict[str, Any]:
+    # apispec: loaded by the first request for the spec, not by every server
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
     marshmallow = MarshmallowPlugin(schema_name_resolver=_name)
     spec = APISpec(
         title="paysvc",
@@ -290,7 +293,6 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     return document
 
 
-SPEC = web.AppKey("openapi_spec", bytes)
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -321,19 +323,21 @@ window.onload = function () {{
 
 
 def setup_docs(app: web.Application) -> None:
-    """`GET /openapi.json`, `GET /docs` (HEAD too) and Swagger UI's assets, all local."""
+    """`GET /openapi.json`, `GET /docs` (HEAD too) and Swagger UI's assets, all local. The spec
+    is built on its first request, from the running app's routes (fixed once it started), and
+    kept: a server nobody asks for it never holds it (idle RSS)."""
     page = _PAGE.format(static=STATIC_PREFIX, spec=SPEC_PATH)
+    spec: bytes | None = None
 
     async def openapi(request: web.Request) -> web.Response:
-        return web.Response(body=request.app[SPEC], content_type="application/json")
+        nonlocal spec
+        if spec is None:
+            spec = json.dumps(build_spec(request.app)).encode()
+        return web.Response(body=spec, content_type="application/json")
 
     async def docs(_request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html")
 
-    async def build(app_: web.Application) -> None:
-        app_[SPEC] = json.dumps(build_spec(app_)).encode()
-
     app.router.add_get(SPEC_PATH, openapi)
     app.router.add_get(DOCS_PATH, docs)
     app.router.add_static(STATIC_PREFIX, swagger_ui_bundle.swagger_ui_path)
-    app.on_startup.append(build)
