@@ -112,6 +112,10 @@ def _checkpoint_every(path: str, interval: float, stop: threading.Event) -> None
             connection.close()
 
 
+async def _nothing() -> None:
+    return None
+
+
 def is_retryable(error: BaseException) -> bool:
     if isinstance(error, DBAPIError):
         code = getattr(error.orig, "sqlstate", None) or getattr(
@@ -155,19 +159,20 @@ class Database:
             cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_BACKSTOP_PAGES}")
             cursor.close()
 
-    @asynccontextmanager
-    async def checkpoints(
+    async def start_checkpoints(
         self, interval: float = SQLITE_CHECKPOINT_INTERVAL
-    ) -> AsyncIterator[None]:
-        """SQLite, for a server: WAL checkpoints off the event loop. SQLite checkpoints at the
-        COMMIT that passes 1000 WAL pages, copying them into the database and fsyncing it;
-        with statements run inline that stalled every request behind it. Inside this block
-        the connections only do so past SQLITE_BACKSTOP_PAGES, and a thread runs a PASSIVE
-        checkpoint every `interval` seconds (never waiting for a lock; what it cannot copy
-        now it copies next time). CLI processes keep SQLite's default."""
+    ) -> Callable[[], Awaitable[None]]:
+        """SQLite, for a server: WAL checkpoints off the event loop; returns the function that
+        stops them. SQLite checkpoints at the COMMIT that passes 1000 WAL pages, copying them
+        into the database and fsyncing it; with statements run inline that stalled every
+        request behind it. From here on the connections only do so past
+        SQLITE_BACKSTOP_PAGES, and a thread runs a PASSIVE checkpoint every `interval` seconds
+        (never waiting for a lock; what it cannot copy now it copies next time). CLI
+        processes keep SQLite's default. (A plain start/stop pair rather than a context
+        manager: the app's cleanup context is itself an async generator, and a nested one
+        could not be closed when the server fails to start.)"""
         if not self.is_sqlite:
-            yield
-            return
+            return _nothing
         self._checkpointing = True
         await self.engine.dispose()  # pooled connections reopen with the backstop setting
         stop = threading.Event()
@@ -178,12 +183,13 @@ class Database:
             daemon=True,
         )
         thread.start()
-        try:
-            yield
-        finally:
+
+        async def stop_checkpoints() -> None:
             self._checkpointing = False
             stop.set()
             await asyncio.to_thread(thread.join)  # its checkpoint in progress ends first
+
+        return stop_checkpoints
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:

@@ -31,7 +31,7 @@ Statements that take longer than `SLOW_STATEMENT_SECONDS` are logged, so a regre
 WAL checkpoints would also run inline, at the COMMIT that passes 1000 WAL pages: copying them
 and fsyncing the database measured 10 ms median, up to 30 ms, on the 2-core test machine (a
 commit: 0.05 ms), a stall of every request. A server therefore checkpoints in a thread
-(`Database.checkpoints`); see engine.py.
+(`Database.start_checkpoints`); see engine.py.
 
 The object mimics exactly what SQLAlchemy's aiosqlite adapter uses of an aiosqlite
 Connection/Cursor; its coroutines return without ever suspending except in the busy wait,

@@ -162,8 +162,9 @@ def create_app(container: Container, *, own_container: bool = True) -> web.Appli
             await container.close()
 
     async def checkpoints(_app: web.Application) -> AsyncIterator[None]:
-        async with container.db.checkpoints():  # SQLite: WAL checkpoints off the loop
-            yield
+        stop = await container.db.start_checkpoints()  # SQLite: WAL checkpoints off the loop
+        yield
+        await stop()
 
     app.cleanup_ctx.append(checkpoints)  # first: the pool it reopens is the one served from
     app.cleanup_ctx.append(lifetime)
