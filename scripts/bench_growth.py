@@ -442,6 +442,9 @@ async def rotation(
         stopped = limit is not None and process.returncode == -signal.SIGTERM
         if process.returncode != 0 and not stopped:
             raise SystemExit(f"keys rotate failed: {errors.decode()[-2000:]}")
+        # What the stopped rotation and the serving writes recorded: sealed as a server's
+        # sealer would (this process runs none), so the kept database verifies next time.
+        await seal_pending(rotated.db, rotated.keyring)
         left = await keys.pending(rotated.db)
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return {
