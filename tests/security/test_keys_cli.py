@@ -51,9 +51,19 @@ async def read_all(client: TestClient[Any, Any], ids: list[str]) -> list[dict[st
     for payment_id in ids:
         response = await client.get(f"/payments/{payment_id}", headers=SERVICE)
         assert response.status == 200, await response.text()
-        refunds = await client.get(f"/payments/{payment_id}/refunds", headers=SERVICE)
-        assert refunds.status == 200
-        seen.append({"payment": await response.json(), "refunds": await refunds.json()})
+        refunds: list[dict[str, Any]] = []
+        after = ""
+        while True:  # every page: a slow rotation leaves many refunds per payment
+            listed = await client.get(
+                f"/payments/{payment_id}/refunds?limit=100{after}", headers=SERVICE
+            )
+            assert listed.status == 200, await listed.text()
+            page = await listed.json()
+            refunds.extend(page["data"])
+            if not page["has_more"]:
+                break
+            after = f"&starting_after={page['next_cursor']}"
+        seen.append({"payment": await response.json(), "refunds": {"data": refunds}})
     return seen
 
 
