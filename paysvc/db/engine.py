@@ -45,6 +45,8 @@ SQLITE_CHECKPOINT_INTERVAL = 1.0  # seconds between a server's WAL checkpoints (
 # A server's connections still checkpoint inline past this many WAL pages (~80 MB at 4 KiB),
 # should its checkpoint thread ever fall that far behind: the WAL never grows without bound.
 SQLITE_BACKSTOP_PAGES = 20_000
+SQLITE_POOL_SIZE = 64  # connections kept open (opened lazily: an idle server holds one)
+SQLITE_POOL_OVERFLOW = 64
 
 
 def async_url(url: str) -> str:
@@ -62,7 +64,14 @@ def create_engine(url: str) -> AsyncEngine:
     engine_url = async_url(url)
     if engine_url.startswith("sqlite"):
         # Statements run on the loop's thread (paysvc.db.inline), not in aiosqlite's threads.
-        engine = create_async_engine(engine_url, connect_args={"async_creator_fn": inline.connect})
+        engine = create_async_engine(
+            engine_url,
+            connect_args={"async_creator_fn": inline.connect},
+            # Every request holds a connection for its unit of work; past the pool's size
+            # each one was opened (schema parsed, pragmas set) and closed per request.
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_OVERFLOW,
+        )
         _sqlite_discipline(engine)
         return engine
     return create_async_engine(engine_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
