@@ -31,10 +31,13 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from paysvc.db import inline
+from paysvc.db.encrypted import EncryptedModel
+from paysvc.db.reads import KeyedReader
 from paysvc.keys import repository as keys_repository
 from paysvc.keys.keyring import Keyring
 
 T = TypeVar("T")
+M = TypeVar("M", bound=EncryptedModel)
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 _RETRYABLE_PG = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -159,6 +162,7 @@ class Database:
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._active_key_recorded = False  # see paysvc.keys.models.KeyInUse
         self._checkpointing = False  # see checkpoints()
+        self._readers: list[KeyedReader[Any]] = []
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", self._on_sqlite_connect)
 
@@ -199,6 +203,12 @@ class Database:
             await asyncio.to_thread(thread.join)  # its checkpoint in progress ends first
 
         return stop_checkpoints
+
+    def reader(self, model: type[M]) -> KeyedReader[M]:
+        """A by-key reader of `model` outside any unit of work (see paysvc.db.reads)."""
+        reader = KeyedReader(model, self.engine, self.keyring)
+        self._readers.append(reader)
+        return reader
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -286,6 +296,8 @@ class Database:
             await connection.exec_driver_sql("PRAGMA optimize" if analyzed.first() else "ANALYZE")
 
     async def dispose(self) -> None:
+        for reader in self._readers:
+            reader.close()
         if self.is_sqlite:
             try:
                 await self.optimize()

@@ -128,14 +128,15 @@ class PaymentService:
         self.refund_projector: RefundProjector | None = None
         self.confirm_listeners: list[ConfirmListener] = []  # after every confirm
         self.confirm_followups: list[ConfirmFollowUp] = []  # after a confirm, when due
+        self._reader = db.reader(Payment)
 
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, actor: Actor, payment_id: str) -> Payment:
-        async def work(session: AsyncSession) -> Payment:
-            return await self.load(session, actor, payment_id)
-
-        return await self.db.run(work, write=False)
+        """The payment as it is now, for reading: one statement outside any unit of work."""
+        if not plausible(payment_id):
+            raise NotFound("No such payment", param="id")
+        return _visible(actor, payment_id, await self._reader.get(payment_id))
 
     async def list(
         self, actor: Actor, where: PaymentFilter, *, limit: int, starting_after: str | None
@@ -189,10 +190,7 @@ class PaymentService:
         if not plausible(payment_id):
             raise NotFound("No such payment", param="id")
         payment = await PaymentRepository(session).get(payment_id, for_update=for_update)
-        if payment is None:
-            raise NotFound("No such payment", param="id")
-        actor.require_owner(payment.customer_id, "payment", payment_id)
-        return payment
+        return _visible(actor, payment_id, payment)
 
     # -- create --------------------------------------------------------------------------
 
@@ -915,3 +913,11 @@ def gateway_failure(error: GatewayError) -> PaysvcError:
     if isinstance(error, GatewayUnavailable):
         return GatewayUnavailableError("The payment gateway is unavailable; try again later")
     return GatewayUnavailableError("The payment gateway failed", http_status=502)
+
+
+def _visible(actor: Actor, payment_id: str, payment: Payment | None) -> Payment:
+    """The payment if the actor may see it; a stranger's payment is simply not found."""
+    if payment is None:
+        raise NotFound("No such payment", param="id")
+    actor.require_owner(payment.customer_id, "payment", payment_id)
+    return payment
