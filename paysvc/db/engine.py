@@ -297,7 +297,7 @@ class Database:
 
     async def dispose(self) -> None:
         for reader in self._readers:
-            reader.close()
+            await reader.close()
         if self.is_sqlite:
             try:
                 await self.optimize()

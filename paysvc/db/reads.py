@@ -5,9 +5,11 @@ lookup, identity-map bookkeeping, three greenlet switches); SQLite itself about 
 read that needs none of that — one row by primary key, outside any unit of work, for
 rendering — goes through a `KeyedReader` instead:
 
-- on SQLite, one `SELECT` on a read-only connection of its own, run inline like every SQLite
-  statement of the server (paysvc.db.inline). A single statement in autocommit mode reads one
-  WAL snapshot, and a reader never waits for a writer;
+- on SQLite, one `SELECT` on a connection the reader keeps checked out of the engine's pool
+  (outside any transaction), run inline like every SQLite statement of the server
+  (paysvc.db.inline). A single statement in autocommit mode reads one WAL snapshot, and a
+  reader never waits for a writer. When the engine is disposed (the database went away), the
+  connection is dropped and the next read connects again through the engine;
 - on PostgreSQL, one Core statement on a pooled connection (no session).
 
 The row becomes a detached instance of the model: each column's own result processor (the one
@@ -21,9 +23,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, bindparam, inspect, select
+from sqlalchemy import Table, bindparam, event, inspect, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paysvc.db import inline
 from paysvc.db.encrypted import EncryptedModel
@@ -51,7 +53,13 @@ class KeyedReader(Generic[M]):
         ]
         self.processors = processors
         self.is_sqlite = dialect.name == "sqlite"
-        self._connection: inline.InlineConnection | None = None
+        self._held: AsyncConnection | None = None  # SQLite: checked out of the engine's pool
+        self._connection: inline.InlineConnection | None = None  # ... and its driver connection
+        self._stale = False
+        event.listen(engine.sync_engine, "engine_disposed", self._on_dispose)
+
+    def _on_dispose(self, _engine: object) -> None:
+        self._stale = self._held is not None
 
     async def get(self, key: str) -> M | None:
         if self.is_sqlite:
@@ -74,19 +82,23 @@ class KeyedReader(Generic[M]):
         return instance
 
     async def _sqlite_row(self, key: str) -> Any:
+        if self._stale:
+            await self.close()
+        connection = self._connection
+        if connection is None:
+            self._held = await self.engine.connect()
+            connection = (await self._held.get_raw_connection()).driver_connection
+            self._connection = connection
         try:
-            if self._connection is None:
-                database = self.engine.url.database or ""
-                connection = await inline.connect(database)
-                await connection.execute("PRAGMA query_only=ON")
-                self._connection = connection
-            cursor = await self._connection.execute(self.sql, (key,))
+            cursor = await connection.execute(self.sql, (key,))
             return await cursor.fetchone()
         except sqlite3.Error as error:  # as SQLAlchemy would raise it: a 503 when unreachable
-            self.close()
+            await self.close()
             raise DBAPIError.instance(self.sql, (key,), error, sqlite3.Error) from error
 
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.stop()
-            self._connection = None
+    async def close(self) -> None:
+        """Give the connection up (never back to the pool: it may be the one that failed)."""
+        held, self._held, self._connection, self._stale = self._held, None, None, False
+        if held is not None:
+            await held.invalidate()
+            await held.close()

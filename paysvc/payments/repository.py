@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from paysvc.db.pagination import Page, keyset_page
+from paysvc.db.staged import stage
 from paysvc.payments.models import Payment, PaymentEvent
 
 
@@ -44,7 +45,7 @@ class PaymentRepository:
         self.session.add(payment)
 
     def add_event(self, event: PaymentEvent) -> None:
-        self.session.add(event)
+        stage(self.session, event)
 
     async def lock_order_of(self, payment_id: str) -> list[Payment]:
         """Every payment of this payment's order, locked in id order, in one statement
