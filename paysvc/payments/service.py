@@ -52,7 +52,7 @@ from paysvc.ids import new_id, plausible
 from paysvc.logs import payment_id_var
 from paysvc.metrics import Metrics
 from paysvc.operations.models import Operation
-from paysvc.operations.repository import OperationRepository
+from paysvc.operations.repository import OperationRepository, order_held
 from paysvc.operations.service import Call, Ledger, Outcome, classify
 from paysvc.operations.states import CONFIRMS, OPEN, OperationStatus, may_move
 from paysvc.operations.states import OperationKind as K
@@ -882,15 +882,6 @@ def _no_open_operation_in(ops: Iterable[Operation]) -> None:
     for op in ops:
         if op.status in OPEN and op.kind != K.REFUND and op.status != OS.REQUIRES_ACTION:
             raise in_progress_error(op.kind)
-
-
-def order_held(order: Sequence[Payment], ops: Iterable[Operation], *, other_than: str) -> bool:
-    """`OperationRepository.order_is_held` over rows already read under the order's lock:
-    another payment of the order is live, or has a confirm the gateway may still take."""
-    others = {p.id for p in order if p.id != other_than}
-    return any(p.status in LIVE for p in order if p.id in others) or any(
-        o.payment_id in others and o.kind in CONFIRMS and o.status in OPEN for o in ops
-    )
 
 
 def order_already_paid_error() -> StateConflict:
