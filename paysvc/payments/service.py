@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,12 +76,17 @@ class ConfirmFollowUp:
     cancelled meanwhile). `due(payment)` is a SQL condition (an EXISTS) telling whether there
     is any: every follow-up's is asked in one statement, the last of the confirm's settling
     unit of work; `run` (a ConfirmListener) does it after the commit, only when due. On
-    SQLite writers are serialized, so nothing is missed; on PostgreSQL what another instance
-    commits between that statement and this commit is found by the background reconciler
-    (`retry_pending`, the completer's `settle_cancelled`), as it was before."""
+    SQLite writers are serialized, so nothing is missed. On PostgreSQL (read committed) a
+    writer that commits between that statement and this commit, and itself read the payment
+    before this commit, would be missed by both sides: `lock(payment)` (when given) is taken
+    in a statement before `due` is asked and held until the commit, and that writer takes the
+    same lock before it looks for the payment, so whichever commits first is seen by the
+    other. Without one, what is missed is found by the background reconciler (the
+    completer's `settle_cancelled`)."""
 
     due: Callable[[Payment], ColumnElement[bool]]
     run: ConfirmListener
+    lock: Callable[[Payment], ColumnElement[Any] | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -754,6 +760,14 @@ class PaymentService:
         it flushes them first)."""
         if not self.confirm_followups:
             return []
+        if not self.db.is_sqlite:
+            locks = [
+                lock
+                for f in self.confirm_followups
+                if f.lock is not None and (lock := f.lock(payment)) is not None
+            ]
+            if locks:
+                await session.execute(select(*locks))
         due = await session.execute(select(*(f.due(payment) for f in self.confirm_followups)))
         return [f.run for f, now in zip(self.confirm_followups, due.one(), strict=True) if now]
 
