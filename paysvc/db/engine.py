@@ -128,23 +128,39 @@ async def _nothing() -> None:
     return None
 
 
+def _sqlstate(error: DBAPIError) -> str | None:
+    """PostgreSQL's error code, on asyncpg's adapted error or on the asyncpg error behind it."""
+    code = getattr(error.orig, "sqlstate", None) or getattr(
+        getattr(error.orig, "__cause__", None), "sqlstate", None
+    )
+    return code if isinstance(code, str) else None
+
+
 def is_retryable(error: BaseException) -> bool:
     if isinstance(error, DBAPIError):
-        code = getattr(error.orig, "sqlstate", None) or getattr(
-            getattr(error.orig, "__cause__", None), "sqlstate", None
-        )
-        if code in _RETRYABLE_PG:
+        if _sqlstate(error) in _RETRYABLE_PG:
             return True
         if isinstance(error, OperationalError) and "database is locked" in str(error.orig):
             return True
     return False
 
 
+# A PostgreSQL server that is up but takes no connection now: too_many_connections (53300:
+# max_connections, or a role's or database's CONNECTION LIMIT) and cannot_connect_now (57P03:
+# starting up, shutting down, in recovery). asyncpg's errors for them reach SQLAlchemy as a
+# plain DBAPIError, with the SQLSTATE on `orig`.
+UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P03"})
+
+
 def database_unreachable(error: BaseException) -> bool:
-    """The database could not be reached (refused, dropped, timed out, or busy past every
-    retry): a 503 with Retry-After, not a 500. Nothing was committed."""
+    """The database could not be reached (refused, dropped, timed out, full, or busy past
+    every retry): a 503 with Retry-After, not a 500. Nothing was committed."""
     if isinstance(error, DBAPIError):
-        return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
+        return (
+            error.connection_invalidated
+            or isinstance(error, OperationalError | InterfaceError)
+            or _sqlstate(error) in UNAVAILABLE_SQLSTATES
+        )
     return isinstance(error, OSError)  # asyncpg raises ConnectionRefusedError etc. unwrapped
 
 

@@ -3,16 +3,47 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.operations.models import Operation
 from paysvc.operations.states import CONFIRMS, OPEN, OperationStatus
 from paysvc.payments.models import Payment
 from paysvc.payments.states import LIVE
+
+
+class Rule:
+    """Rows whose columns each take one of the given values: one definition, checked over rows
+    already read (`rule(row)`) and as a WHERE clause (`rule.where(Model)`)."""
+
+    def __init__(self, **allowed: frozenset[str]) -> None:
+        self.allowed = allowed
+
+    def __call__(self, row: object) -> bool:
+        return all(getattr(row, column) in values for column, values in self.allowed.items())
+
+    def where(self, model: type[Any]) -> ColumnElement[bool]:
+        return and_(
+            *(getattr(model, column).in_(sorted(values)) for column, values in self.allowed.items())
+        )
+
+
+# An order is held by another of its payments that is live, or that has a confirm the gateway
+# may still take (`order_held` over rows read under the order's lock; `order_is_held` in SQL).
+HOLDS_ORDER = Rule(status=LIVE)  # a payment
+MAY_STILL_TAKE = Rule(kind=CONFIRMS, status=OPEN)  # an operation
+
+
+def order_held(order: Sequence[Payment], ops: Iterable[Operation], *, other_than: str) -> bool:
+    """`OperationRepository.order_is_held` over rows already read under the order's lock."""
+    others = {p.id for p in order if p.id != other_than}
+    return any(HOLDS_ORDER(p) for p in order if p.id in others) or any(
+        o.payment_id in others and MAY_STILL_TAKE(o) for o in ops
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,20 +116,17 @@ class OperationRepository:
         return (await self.session.scalars(query.execution_options(populate_existing=True))).first()
 
     async def order_is_held(self, order_id: str, *, other_than: str) -> bool:
-        """Another payment of the order is live, or has a confirm the gateway may still take."""
+        """Another payment of the order is live, or has a confirm the gateway may still take
+        (`order_held`'s rule, as one query)."""
         open_confirm = (
             select(Operation.id)
-            .where(
-                Operation.payment_id == Payment.id,
-                Operation.kind.in_(sorted(CONFIRMS)),
-                Operation.status.in_(sorted(OPEN)),
-            )
+            .where(Operation.payment_id == Payment.id, MAY_STILL_TAKE.where(Operation))
             .exists()
         )
         query = select(Payment.id).where(
             Payment.order_id == order_id,
             Payment.id != other_than,
-            or_(Payment.status.in_(sorted(LIVE)), open_confirm),
+            or_(HOLDS_ORDER.where(Payment), open_confirm),
         )
         return (await self.session.scalars(query.limit(1))).first() is not None
 

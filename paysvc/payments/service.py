@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,7 +53,7 @@ from paysvc.ids import new_id, plausible
 from paysvc.logs import payment_id_var
 from paysvc.metrics import Metrics
 from paysvc.operations.models import Operation
-from paysvc.operations.repository import OperationRepository
+from paysvc.operations.repository import OperationRepository, order_held
 from paysvc.operations.service import Call, Ledger, Outcome, classify
 from paysvc.operations.states import CONFIRMS, OPEN, OperationStatus, may_move
 from paysvc.operations.states import OperationKind as K
@@ -75,12 +76,17 @@ class ConfirmFollowUp:
     cancelled meanwhile). `due(payment)` is a SQL condition (an EXISTS) telling whether there
     is any: every follow-up's is asked in one statement, the last of the confirm's settling
     unit of work; `run` (a ConfirmListener) does it after the commit, only when due. On
-    SQLite writers are serialized, so nothing is missed; on PostgreSQL what another instance
-    commits between that statement and this commit is found by the background reconciler
-    (`retry_pending`, the completer's `settle_cancelled`), as it was before."""
+    SQLite writers are serialized, so nothing is missed. On PostgreSQL (read committed) a
+    writer that commits between that statement and this commit, and itself read the payment
+    before this commit, would be missed by both sides: `lock(payment)` (when given) is taken
+    in a statement before `due` is asked and held until the commit, and that writer takes the
+    same lock before it looks for the payment, so whichever commits first is seen by the
+    other. Without one, what is missed is found by the background reconciler (the
+    completer's `settle_cancelled`)."""
 
     due: Callable[[Payment], ColumnElement[bool]]
     run: ConfirmListener
+    lock: Callable[[Payment], ColumnElement[Any] | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -752,6 +758,14 @@ class PaymentService:
         it flushes them first)."""
         if not self.confirm_followups:
             return []
+        if not self.db.is_sqlite:
+            locks = [
+                lock
+                for f in self.confirm_followups
+                if f.lock is not None and (lock := f.lock(payment)) is not None
+            ]
+            if locks:
+                await session.execute(select(*locks))
         due = await session.execute(select(*(f.due(payment) for f in self.confirm_followups)))
         return [f.run for f, now in zip(self.confirm_followups, due.one(), strict=True) if now]
 
@@ -880,15 +894,6 @@ def _no_open_operation_in(ops: Iterable[Operation]) -> None:
     for op in ops:
         if op.status in OPEN and op.kind != K.REFUND and op.status != OS.REQUIRES_ACTION:
             raise in_progress_error(op.kind)
-
-
-def order_held(order: Sequence[Payment], ops: Iterable[Operation], *, other_than: str) -> bool:
-    """`OperationRepository.order_is_held` over rows already read under the order's lock:
-    another payment of the order is live, or has a confirm the gateway may still take."""
-    others = {p.id for p in order if p.id != other_than}
-    return any(p.status in LIVE for p in order if p.id in others) or any(
-        o.payment_id in others and o.kind in CONFIRMS and o.status in OPEN for o in ops
-    )
 
 
 def order_already_paid_error() -> StateConflict:
