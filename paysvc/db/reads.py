@@ -87,8 +87,9 @@ class KeyedReader(Generic[M]):
         connection = self._connection
         if connection is None:
             self._held = await self.engine.connect()
-            connection = (await self._held.get_raw_connection()).driver_connection
-            self._connection = connection
+            driver = (await self._held.get_raw_connection()).driver_connection
+            assert isinstance(driver, inline.InlineConnection)
+            self._connection = connection = driver
         try:
             cursor = await connection.execute(self.sql, (key,))
             return await cursor.fetchone()
