@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.operations.models import Operation
@@ -46,6 +46,39 @@ def order_held(order: Sequence[Payment], ops: Iterable[Operation], *, other_than
     )
 
 
+# The hot path's statements, built once (see paysvc.payments.repository).
+_FOR_PAYMENTS = (
+    select(Operation)
+    .where(Operation.payment_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Operation.created_at, Operation.id)
+    .execution_options(populate_existing=True)
+)
+_OPEN_AND_LOCKED = (
+    select(Operation)
+    .where(
+        Operation.payment_id == bindparam("payment_id"),
+        or_(Operation.status.in_(sorted(OPEN)), Operation.id == bindparam("op_id")),
+    )
+    .order_by(Operation.created_at, Operation.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_ORDER_HELD = (
+    select(Payment.id)
+    .where(
+        Payment.order_id == bindparam("order_id"),
+        Payment.id != bindparam("other_than"),
+        or_(
+            HOLDS_ORDER.where(Payment),
+            select(Operation.id)
+            .where(Operation.payment_id == Payment.id, MAY_STILL_TAKE.where(Operation))
+            .exists(),
+        ),
+    )
+    .limit(1)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerStats:
     pending: int
@@ -77,28 +110,13 @@ class OperationRepository:
 
     async def for_payments(self, payment_ids: Sequence[str]) -> Sequence[Operation]:
         """The operations of these payments (e.g. every payment of an order), oldest first."""
-        query = (
-            select(Operation)
-            .where(Operation.payment_id.in_(payment_ids))
-            .order_by(Operation.created_at, Operation.id)
-            .execution_options(populate_existing=True)
-        )
-        return list(await self.session.scalars(query))
+        return list(await self.session.scalars(_FOR_PAYMENTS, {"ids": list(payment_ids)}))
 
     async def lock_open_and(self, payment_id: str, op_id: str) -> Sequence[Operation]:
         """The payment's open operations and `op` (open or not), locked, oldest first: in
         one statement, what settling `op` reads and may move (the payment is locked first)."""
-        query = (
-            select(Operation)
-            .where(
-                Operation.payment_id == payment_id,
-                or_(Operation.status.in_(sorted(OPEN)), Operation.id == op_id),
-            )
-            .order_by(Operation.created_at, Operation.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        return list(await self.session.scalars(query))
+        query = _OPEN_AND_LOCKED
+        return list(await self.session.scalars(query, {"payment_id": payment_id, "op_id": op_id}))
 
     async def open_for_payment(self, payment_id: str) -> Sequence[Operation]:
         query = (
@@ -118,17 +136,10 @@ class OperationRepository:
     async def order_is_held(self, order_id: str, *, other_than: str) -> bool:
         """Another payment of the order is live, or has a confirm the gateway may still take
         (`order_held`'s rule, as one query)."""
-        open_confirm = (
-            select(Operation.id)
-            .where(Operation.payment_id == Payment.id, MAY_STILL_TAKE.where(Operation))
-            .exists()
+        found = await self.session.scalars(
+            _ORDER_HELD, {"order_id": order_id, "other_than": other_than}
         )
-        query = select(Payment.id).where(
-            Payment.order_id == order_id,
-            Payment.id != other_than,
-            or_(HOLDS_ORDER.where(Payment), open_confirm),
-        )
-        return (await self.session.scalars(query.limit(1))).first() is not None
+        return found.first() is not None
 
     async def due(self, before: dt.datetime | None, *, limit: int) -> Sequence[str]:
         """Pending operations, and those waiting for the customer (3-D Secure), whose next
