@@ -117,7 +117,7 @@ def test_configure_twice_keeps_one_handler() -> None:
 
 
 def _every_rule(text: str) -> str:
-    """`redact` without its quick checks: every rule, then every card span."""
+    """`redact` without its quick check: every rule, then every card span."""
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
     for start, end in reversed(list(card_number_spans(text))):

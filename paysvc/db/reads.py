@@ -46,6 +46,7 @@ class KeyedReader(Generic[M]):
         self.keyring = keyring
         self.statement = select(*table.c).where(key == bindparam("key"))
         self.names = [mapper.get_property_by_column(column).key for column in table.c]
+        self.manager = mapper.class_manager
         dialect = engine.dialect
         self.sql = str(self.statement.compile(dialect=dialect))
         processors: list[Callable[[Any], Any] | None] = [
@@ -76,7 +77,10 @@ class KeyedReader(Generic[M]):
             if found is None:
                 return None
             values = list(found)
-        instance = self.model(**dict(zip(self.names, values, strict=True)))
+        # Built as the ORM's loader builds a loaded instance (values straight into its
+        # __dict__), not through the constructor's per-attribute change events.
+        instance: M = self.manager.new_instance()
+        instance.__dict__.update(zip(self.names, values, strict=True))
         for field in self.model.__encrypted__.values():
             field.open(instance, self.keyring)
         return instance

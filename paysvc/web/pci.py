@@ -43,6 +43,8 @@ _SEPARATOR = (
 )
 _DIGIT_RUN = re.compile(r"\d(?:" + _SEPARATOR + r"{0,3}\d)*")
 _DIGIT_GROUP = re.compile(r"\d+")
+# A text with fewer digits than the shortest card number holds none (most text scanned).
+_ENOUGH_DIGITS = re.compile(rf"(?:\d\D*){{{MIN_PAN_DIGITS}}}")
 _CAMEL_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
 _NAME_SEPARATORS = re.compile(r"[^a-z0-9]+")
 
@@ -137,6 +139,8 @@ def is_card_number(digits: str) -> bool:
 
 def card_number_spans(text: str) -> Iterator[tuple[int, int]]:
     """(start, end) of every card-number span in `text`, left to right."""
+    if _ENOUGH_DIGITS.search(text) is None:
+        return
     for match in _DIGIT_RUN.finditer(text):
         found = next(_card_windows(match.group()), None)
         if found is not None:
