@@ -60,9 +60,6 @@ class PaymentRepository:
             query = query.with_for_update()
         return (await self.session.scalars(query.execution_options(populate_existing=True))).first()
 
-    def add(self, payment: Payment) -> None:
-        self.session.add(payment)
-
     def add_event(self, event: PaymentEvent) -> None:
         stage(self.session, event)
 
