@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Date,
     case,
     cast,
@@ -131,40 +132,46 @@ class TransactionRepository:
         by_day: bool,
     ) -> list[GroupRow]:
         """Sums by (currency, status) and, with `by_day`, by (day, currency) — both in one
-        statement (UNION ALL), the rates' numerators and denominators summed by the database
-        too, so Python only adds up statuses + days x currencies rows."""
-        count = figures["count"]
+        statement, the rates' numerators and denominators summed by the database too, so
+        Python only adds up statuses + days x currencies rows. The source is read once (a CTE
+        of sums by day, currency and status — shards and payments summed away), in bigints
+        (PostgreSQL's numeric sums cost more than the scan)."""
+        keys = [day.label("day")] if by_day else []
+        keys += [currency.label("currency"), status.label("status")]
+        groups = (
+            select(*keys, *(_bigint(func.sum(figures[name])).label(name) for name in FIGURES))
+            .where(*where)
+            .group_by(*keys)
+            .cte("grouped")
+        )
+        g = groups.c
         sums = [
-            *(_sum(figures[name]) for name in ("count", "volume", "captured", "refunded")),
-            _sum(case((status.in_(SUCCEEDED), count), else_=0)),
+            *(_bigint(_sum(g[name])) for name in ("count", "volume", "captured", "refunded")),
+            _bigint(_sum(case((g.status.in_(SUCCEEDED), g.count), else_=0))),
             # A cancelled payment counts as confirmed only if a confirm was attempted (a void).
-            _sum(
-                case(
-                    (status == "pending", 0),
-                    (status == "cancelled", figures["attempted"]),
-                    else_=count,
+            _bigint(
+                _sum(
+                    case(
+                        (g.status == "pending", 0),
+                        (g.status == "cancelled", g.attempted),
+                        else_=g.count,
+                    )
                 )
             ),
         ]
         query: Any = (
-            select(cast(null(), Date), currency, status, *sums)
-            .where(*where)
-            .group_by(currency, status)
-            .having(_sum(count) != 0)
+            select(cast(null(), Date), g.currency, g.status, *sums)
+            .group_by(g.currency, g.status)
+            .having(_sum(g.count) != 0)
         )
         if by_day:
             daily = (
-                select(day, currency, null(), *sums)
-                .where(*where)
-                .group_by(day, currency)
-                .having(_sum(count) != 0)
+                select(g.day, g.currency, null(), *sums)
+                .group_by(g.day, g.currency)
+                .having(_sum(g.count) != 0)
             )
             query = union_all(query, daily)
-        # PostgreSQL sums bigints as numeric (Decimal): back to int.
-        return [
-            GroupRow(row[0], row[1], row[2], *(int(value) for value in row[3:]))
-            for row in (await self.session.execute(query)).all()
-        ]
+        return [GroupRow(*row) for row in (await self.session.execute(query)).all()]
 
     async def rebuild_rollup(self) -> int:
         """Recompute the whole rollup from `payments` (in the caller's write unit of work; on
@@ -193,6 +200,10 @@ class TransactionRepository:
 
 FIGURES = ("count", "attempted", "volume", "captured", "refunded")
 ROLLUP_SHARDS = 8  # as in the payment_daily_totals migration's trigger
+
+
+def _bigint(value: Any) -> Any:
+    return cast(value, BigInteger)
 
 
 def _sum(value: Any) -> Any:
