@@ -21,9 +21,6 @@ from paysvc.db.base import Base
 
 class PaymentDailyTotal(Base):
     __tablename__ = "payment_daily_totals"
-    # PostgreSQL: half-full pages, so the triggers' updates stay on their page (HOT) and the
-    # table does not grow with dead row versions (migration rollup_fillfactor).
-    __table_args__ = {"postgresql_with": {"fillfactor": 50}}
 
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
