@@ -47,13 +47,13 @@ def list_events(
     from paysvc.events.schemas import render_event
 
     async def work(container: Container) -> list[dict[str, Any]]:
-        items, _more = await container.events.list(
+        page = await container.events.list(
             OPERATOR,
             EventFilter(status=status.value if status else None, payment_id=payment),
             limit=limit,
             starting_after=None,
         )
-        return [render_event(i.event, i.deliveries) for i in items]
+        return [render_event(i.event, i.deliveries) for i in page.items]
 
     events = run_async(with_container(work))
     if as_json:

@@ -98,7 +98,7 @@ def build_container(
     )
     # Webhooks that arrived before their payment had a gateway reference apply right away.
     payments.confirm_followups.append(
-        ConfirmFollowUp(webhooks.waiting_for, webhooks.retry_for_payment)
+        ConfirmFollowUp(webhooks.waiting_for, webhooks.retry_for_payment, webhooks.settling)
     )
     orders = OrderService(db, clock, audit, payments, refunds)
     # A confirm that settles a payment of a cancelled order releases the money again at once;

@@ -25,10 +25,12 @@ from sqlalchemy.engine import make_url
 from paysvc.auth.principal import Role
 from paysvc.auth.tokens import TokenVerifier
 from paysvc.bootstrap import Container, build_container
+from paysvc.clock import Clock
 from paysvc.config import Settings
 from paysvc.db import migrate
 from paysvc.db.models import metadata
 from paysvc.web.app import create_app
+from tests.support import ManualClock
 
 JWT_SECRET = "test-secret-" + "x" * 40
 ENCRYPTION_KEY = base64.b64encode(b"k" * 32).decode()
@@ -106,8 +108,15 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-async def container(settings: Settings) -> AsyncIterator[Container]:
-    services = build_container(settings)
+def clock() -> Clock:
+    """The container's clock: real time that a test may move forward (override in a module or
+    conftest for another kind of clock)."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def container(settings: Settings, clock: Clock) -> AsyncIterator[Container]:
+    services = build_container(settings, clock=clock)
     yield services
     await services.close()
 

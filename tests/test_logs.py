@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from paysvc.logs import configure_logging, redact, request_id_var
+from paysvc.logs import _RULES, configure_logging, redact, request_id_var
+from paysvc.web.pci import card_number_spans
 
 JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxNyIsInJvbGUiOiJhZG1pbiJ9."
@@ -113,3 +114,40 @@ def test_configure_twice_keeps_one_handler() -> None:
         assert second in logging.getLogger().handlers
     finally:
         logging.getLogger().removeHandler(second)
+
+
+def _every_rule(text: str) -> str:
+    """`redact` without its quick checks: every rule, then every card span."""
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    for start, end in reversed(list(card_number_spans(text))):
+        text = text[:start] + "[CARD]" + text[end:]
+    return text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "PROXY-AUTHORIZATION: Digest abc",
+        "authorization=xyz",
+        "sent BEARER abc.def",
+        "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+        "key sk_live_51abc",
+        "key rk_test_9x",
+        "key whsec_abc",
+        "Passwd: hunter2",
+        "CLIENT_SECRET=s",
+        "Api-Key: k",
+        "ACCESS_TOKEN=t",
+        "refreshtoken=r",
+        "mail A.B+c@Example.co.uk now",
+        "card 4242 4242 4242 4242 here",
+        "card 4242-4242-4242-4242 and 5555\u00a05555\u00a05555\u00a04444",
+        "arabic-indic digits " + "\u0664\u0662" * 8,
+        "GET /payments/{id} 200",
+        "order 1042 amount 1999 at 2026-11-26T10:00:00Z",
+        "twelve digits 1234 5678 9012 only",
+    ],
+)
+def test_quick_checks_never_skip_what_a_rule_masks(text: str) -> None:
+    assert redact(text) == _every_rule(text)

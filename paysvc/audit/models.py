@@ -40,17 +40,21 @@ class AuditEntry(Base):
 
 @event.listens_for(AuditEntry, "before_insert")
 def _stamp_pending_mac(_mapper: Any, _connection: Any, entry: AuditEntry) -> None:
-    """MAC every new entry in its own transaction, under the active key, before it has a seq.
-
-    The sealer only chains entries whose stamp verifies, so a row inserted straight into the
-    database (without the keys) is never sealed and `verify` reports it.
-    """
     if entry.seq is not None:
         return
     session = object_session(entry)
     keyring = session.info.get("keyring") if session is not None else None
     if not isinstance(keyring, Keyring):
         raise RuntimeError("session has no keyring: build sessions through paysvc.db.Database")
+    stamp(entry, keyring)
+
+
+def stamp(entry: AuditEntry, keyring: Keyring) -> None:
+    """MAC a new entry in its own transaction, under the active key, before it has a seq.
+
+    The sealer only chains entries whose stamp verifies, so a row inserted straight into the
+    database (without the keys) is never sealed and `verify` reports it.
+    """
     if entry.details is None:
         entry.details = "{}"
     entry.mac = pending_mac(keyring, keyring.active_id, fields_of(entry))

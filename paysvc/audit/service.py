@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysvc.audit.models import AuditEntry
+from paysvc.audit.models import AuditEntry, stamp
 from paysvc.auth.principal import Actor
 from paysvc.clock import Clock
+from paysvc.db.encrypted import keyring_of
+from paysvc.db.staged import stage
 from paysvc.ids import new_id
 from paysvc.metrics import after_commit
 
@@ -48,7 +50,8 @@ class AuditLog:
             request_id=actor.request_id,
             details=json.dumps(details or {}, sort_keys=True),
         )
-        session.add(entry)
+        stamp(entry, keyring_of(session.sync_session))
+        stage(session, entry)
         self._notify_after_commit(session)
         return entry
 

@@ -15,6 +15,7 @@ from paysvc.audit.service import AuditLog
 from paysvc.auth.principal import Actor, Role
 from paysvc.clock import rfc3339
 from paysvc.db.engine import Database
+from paysvc.db.pagination import Page
 from paysvc.errors import PermissionDenied
 
 
@@ -41,13 +42,13 @@ class AuditTrail:
 
     async def list(
         self, actor: Actor, where: AuditFilter, *, limit: int, starting_after: str | None
-    ) -> tuple[list[AuditEntry], bool]:
+    ) -> Page[AuditEntry]:
         """A page of entries, newest first (admins only); the read is audited in the same
         unit of work, so a page is never shown without its own trace."""
         if actor.role != Role.ADMIN:
             raise PermissionDenied("Admin only")
 
-        async def work(session: AsyncSession) -> tuple[list[AuditEntry], bool]:
+        async def work(session: AsyncSession) -> Page[AuditEntry]:
             entries, has_more = await repository.list_entries(
                 session,
                 since=where.since,
@@ -65,7 +66,7 @@ class AuditTrail:
                 None,
                 details={**where.details(), "returned": len(entries)},
             )
-            return entries, has_more
+            return Page(entries, has_more)
 
         return await self.db.run(work)
 

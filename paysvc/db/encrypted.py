@@ -91,7 +91,7 @@ def _plain(obj: object) -> dict[str, Any]:
     return store
 
 
-def _keyring(session: Session) -> Keyring:
+def keyring_of(session: Session) -> Keyring:
     keyring = session.info.get("keyring")
     if not isinstance(keyring, Keyring):
         raise RuntimeError("session has no keyring: build sessions through paysvc.db.Database")
@@ -102,11 +102,16 @@ def _keyring(session: Session) -> Keyring:
 def _seal_pending(session: Session, _context: object, _instances: object) -> None:
     for obj in (*session.new, *session.dirty):
         if isinstance(obj, EncryptedModel):
-            for field in obj.__encrypted__.values():
-                if getattr(obj, field.column) == _PENDING:
-                    field.seal(obj, _keyring(session))
+            seal_all(obj, session)
+
+
+def seal_all(obj: EncryptedModel, session: Session) -> None:
+    """Encrypt every value set since the last seal, with the session's keyring."""
+    for field in obj.__encrypted__.values():
+        if getattr(obj, field.column) == _PENDING:
+            field.seal(obj, keyring_of(session))
 
 
 def open_all(obj: EncryptedModel, session: Session) -> None:
     for field in obj.__encrypted__.values():
-        field.open(obj, _keyring(session))
+        field.open(obj, keyring_of(session))

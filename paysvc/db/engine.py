@@ -31,10 +31,13 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from paysvc.db import inline
+from paysvc.db.encrypted import EncryptedModel
+from paysvc.db.reads import KeyedReader
 from paysvc.keys import repository as keys_repository
 from paysvc.keys.keyring import Keyring
 
 T = TypeVar("T")
+M = TypeVar("M", bound=EncryptedModel)
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 _RETRYABLE_PG = {"40001", "40P01"}  # serialization_failure, deadlock_detected
@@ -125,23 +128,39 @@ async def _nothing() -> None:
     return None
 
 
+def _sqlstate(error: DBAPIError) -> str | None:
+    """PostgreSQL's error code, on asyncpg's adapted error or on the asyncpg error behind it."""
+    code = getattr(error.orig, "sqlstate", None) or getattr(
+        getattr(error.orig, "__cause__", None), "sqlstate", None
+    )
+    return code if isinstance(code, str) else None
+
+
 def is_retryable(error: BaseException) -> bool:
     if isinstance(error, DBAPIError):
-        code = getattr(error.orig, "sqlstate", None) or getattr(
-            getattr(error.orig, "__cause__", None), "sqlstate", None
-        )
-        if code in _RETRYABLE_PG:
+        if _sqlstate(error) in _RETRYABLE_PG:
             return True
         if isinstance(error, OperationalError) and "database is locked" in str(error.orig):
             return True
     return False
 
 
+# A PostgreSQL server that is up but takes no connection now: too_many_connections (53300:
+# max_connections, or a role's or database's CONNECTION LIMIT) and cannot_connect_now (57P03:
+# starting up, shutting down, in recovery). asyncpg's errors for them reach SQLAlchemy as a
+# plain DBAPIError, with the SQLSTATE on `orig`.
+UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P03"})
+
+
 def database_unreachable(error: BaseException) -> bool:
-    """The database could not be reached (refused, dropped, timed out, or busy past every
-    retry): a 503 with Retry-After, not a 500. Nothing was committed."""
+    """The database could not be reached (refused, dropped, timed out, full, or busy past
+    every retry): a 503 with Retry-After, not a 500. Nothing was committed."""
     if isinstance(error, DBAPIError):
-        return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
+        return (
+            error.connection_invalidated
+            or isinstance(error, OperationalError | InterfaceError)
+            or _sqlstate(error) in UNAVAILABLE_SQLSTATES
+        )
     return isinstance(error, OSError)  # asyncpg raises ConnectionRefusedError etc. unwrapped
 
 
@@ -159,6 +178,7 @@ class Database:
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._active_key_recorded = False  # see paysvc.keys.models.KeyInUse
         self._checkpointing = False  # see checkpoints()
+        self._readers: list[KeyedReader[Any]] = []
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", self._on_sqlite_connect)
 
@@ -199,6 +219,12 @@ class Database:
             await asyncio.to_thread(thread.join)  # its checkpoint in progress ends first
 
         return stop_checkpoints
+
+    def reader(self, model: type[M]) -> KeyedReader[M]:
+        """A by-key reader of `model` outside any unit of work (see paysvc.db.reads)."""
+        reader = KeyedReader(model, self.engine, self.keyring)
+        self._readers.append(reader)
+        return reader
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -286,6 +312,8 @@ class Database:
             await connection.exec_driver_sql("PRAGMA optimize" if analyzed.first() else "ANALYZE")
 
     async def dispose(self) -> None:
+        for reader in self._readers:
+            await reader.close()
         if self.is_sqlite:
             try:
                 await self.optimize()

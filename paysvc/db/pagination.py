@@ -23,11 +23,14 @@ class Listable(Protocol):
 
 
 T = TypeVar("T", bound=Listable)
+Item_co = TypeVar("Item_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: Sequence[T]
+class Page(Generic[Item_co]):
+    """One page of a list, whatever its items (rows, or rows with what belongs to them)."""
+
+    items: Sequence[Item_co]
     has_more: bool
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.clock import Clock
+from paysvc.db.staged import stage
 from paysvc.events.models import Event, EventDelivery
 from paysvc.ids import new_id
 from paysvc.metrics import after_commit
@@ -98,9 +99,10 @@ class Outbox:
             receipt_email=payment.receipt_email,
             created_at=now,
         )
-        session.add(event)
+        stage(session, event)
         for destination in routes(event_type, self.destinations):
-            session.add(
+            stage(
+                session,
                 EventDelivery(
                     event_id=event.id,
                     payment_id=payment.id,
@@ -109,7 +111,7 @@ class Outbox:
                     attempts=0,
                     next_attempt_at=now,
                     give_up_at=now + GIVE_UP_AFTER,
-                )
+                ),
             )
         self.wake_after_commit(session)
         return event

@@ -34,11 +34,11 @@ class EventService:
 
     async def list(
         self, actor: Actor, where: EventFilter, *, limit: int, starting_after: str | None
-    ) -> tuple[list[EventWithDeliveries], bool]:
+    ) -> Page[EventWithDeliveries]:
         """Newest first, each with its deliveries (admins only; the read is audited)."""
         _admin(actor)
 
-        async def work(session: AsyncSession) -> tuple[list[EventWithDeliveries], bool]:
+        async def work(session: AsyncSession) -> Page[EventWithDeliveries]:
             repo = EventRepository(session)
             page: Page[Event] = await repo.list(where, limit=limit, starting_after=starting_after)
             deliveries = await repo.deliveries_of([e.id for e in page.items])
@@ -57,7 +57,7 @@ class EventService:
                     "returned": len(items),
                 },
             )
-            return items, page.has_more
+            return Page(items, page.has_more)
 
         return await self.db.run(work)
 

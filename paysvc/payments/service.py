@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,7 +53,7 @@ from paysvc.ids import new_id, plausible
 from paysvc.logs import payment_id_var
 from paysvc.metrics import Metrics
 from paysvc.operations.models import Operation
-from paysvc.operations.repository import OperationRepository
+from paysvc.operations.repository import OperationRepository, order_held
 from paysvc.operations.service import Call, Ledger, Outcome, classify
 from paysvc.operations.states import CONFIRMS, OPEN, OperationStatus, may_move
 from paysvc.operations.states import OperationKind as K
@@ -75,12 +76,17 @@ class ConfirmFollowUp:
     cancelled meanwhile). `due(payment)` is a SQL condition (an EXISTS) telling whether there
     is any: every follow-up's is asked in one statement, the last of the confirm's settling
     unit of work; `run` (a ConfirmListener) does it after the commit, only when due. On
-    SQLite writers are serialized, so nothing is missed; on PostgreSQL what another instance
-    commits between that statement and this commit is found by the background reconciler
-    (`retry_pending`, the completer's `settle_cancelled`), as it was before."""
+    SQLite writers are serialized, so nothing is missed. On PostgreSQL (read committed) a
+    writer that commits between that statement and this commit, and itself read the payment
+    before this commit, would be missed by both sides: `lock(payment)` (when given) is taken
+    in a statement before `due` is asked and held until the commit, and that writer takes the
+    same lock before it looks for the payment, so whichever commits first is seen by the
+    other. Without one, what is missed is found by the background reconciler (the
+    completer's `settle_cancelled`)."""
 
     due: Callable[[Payment], ColumnElement[bool]]
     run: ConfirmListener
+    lock: Callable[[Payment], ColumnElement[Any] | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +134,15 @@ class PaymentService:
         self.refund_projector: RefundProjector | None = None
         self.confirm_listeners: list[ConfirmListener] = []  # after every confirm
         self.confirm_followups: list[ConfirmFollowUp] = []  # after a confirm, when due
+        self._reader = db.reader(Payment)
 
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, actor: Actor, payment_id: str) -> Payment:
-        async def work(session: AsyncSession) -> Payment:
-            return await self.load(session, actor, payment_id)
-
-        return await self.db.run(work, write=False)
+        """The payment as it is now, for reading: one statement outside any unit of work."""
+        if not plausible(payment_id):
+            raise NotFound("No such payment", param="id")
+        return _visible(actor, payment_id, await self._reader.get(payment_id))
 
     async def list(
         self, actor: Actor, where: PaymentFilter, *, limit: int, starting_after: str | None
@@ -189,10 +196,7 @@ class PaymentService:
         if not plausible(payment_id):
             raise NotFound("No such payment", param="id")
         payment = await PaymentRepository(session).get(payment_id, for_update=for_update)
-        if payment is None:
-            raise NotFound("No such payment", param="id")
-        actor.require_owner(payment.customer_id, "payment", payment_id)
-        return payment
+        return _visible(actor, payment_id, payment)
 
     # -- create --------------------------------------------------------------------------
 
@@ -754,6 +758,14 @@ class PaymentService:
         it flushes them first)."""
         if not self.confirm_followups:
             return []
+        if not self.db.is_sqlite:
+            locks = [
+                lock
+                for f in self.confirm_followups
+                if f.lock is not None and (lock := f.lock(payment)) is not None
+            ]
+            if locks:
+                await session.execute(select(*locks))
         due = await session.execute(select(*(f.due(payment) for f in self.confirm_followups)))
         return [f.run for f, now in zip(self.confirm_followups, due.one(), strict=True) if now]
 
@@ -884,15 +896,6 @@ def _no_open_operation_in(ops: Iterable[Operation]) -> None:
             raise in_progress_error(op.kind)
 
 
-def order_held(order: Sequence[Payment], ops: Iterable[Operation], *, other_than: str) -> bool:
-    """`OperationRepository.order_is_held` over rows already read under the order's lock:
-    another payment of the order is live, or has a confirm the gateway may still take."""
-    others = {p.id for p in order if p.id != other_than}
-    return any(p.status in LIVE for p in order if p.id in others) or any(
-        o.payment_id in others and o.kind in CONFIRMS and o.status in OPEN for o in ops
-    )
-
-
 def order_already_paid_error() -> StateConflict:
     return StateConflict(
         "This order already has a payment in progress or paid", code="order_already_paid"
@@ -915,3 +918,11 @@ def gateway_failure(error: GatewayError) -> PaysvcError:
     if isinstance(error, GatewayUnavailable):
         return GatewayUnavailableError("The payment gateway is unavailable; try again later")
     return GatewayUnavailableError("The payment gateway failed", http_status=502)
+
+
+def _visible(actor: Actor, payment_id: str, payment: Payment | None) -> Payment:
+    """The payment if the actor may see it; a stranger's payment is simply not found."""
+    if payment is None:
+        raise NotFound("No such payment", param="id")
+    actor.require_owner(payment.customer_id, "payment", payment_id)
+    return payment

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.db.inserts import insert_if_new
 from paysvc.payments.models import Payment
 from paysvc.webhooks.models import InboxStatus, WebhookEvent
+
+# pg_advisory_xact_lock(namespace, hashtext(reference)): "this gateway reference is being
+# settled" (the two-int key space, apart from the audit chain's one-bigint key).
+REFERENCE_LOCK_NAMESPACE = 0x70617973
+
+
+def reference_lock(reference: str) -> ColumnElement[Any]:
+    """PostgreSQL: a transaction-scoped lock on one gateway reference (a SELECT column)."""
+    return func.pg_advisory_xact_lock(REFERENCE_LOCK_NAMESPACE, func.hashtext(reference))
 
 
 class WebhookRepository:

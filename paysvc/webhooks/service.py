@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paysvc.audit.service import AuditLog
@@ -35,7 +35,7 @@ from paysvc.payments.service import PaymentService
 from paysvc.refunds.service import RefundService
 from paysvc.webhooks.models import InboxStatus, WebhookEvent
 from paysvc.webhooks.rejections import RejectionLog
-from paysvc.webhooks.repository import WebhookRepository
+from paysvc.webhooks.repository import WebhookRepository, reference_lock
 from paysvc.webhooks.signature import InvalidSignature, verify_stripe_signature
 from paysvc.webhooks.stripe_objects import (
     PaymentLink,
@@ -171,6 +171,13 @@ class WebhookService:
         """Whether events that point at this payment wait (a condition asked by a confirm's
         unit of work, which then calls `retry_for_payment` only if so)."""
         return WebhookRepository.pending_exists(payment.id, payment.gateway_reference)
+
+    @staticmethod
+    def settling(payment: Payment) -> ColumnElement[Any] | None:
+        """The lock a confirm's settling unit of work takes (PostgreSQL) before it asks
+        `waiting_for`, held until it commits (see `_locked_payment`)."""
+        reference = payment.gateway_reference
+        return None if reference is None else reference_lock(reference)
 
     async def retry_for_payment(self, payment_id: str) -> int:
         """Apply the pending events that point at this payment (after its confirm)."""
@@ -314,6 +321,14 @@ class WebhookService:
         payment = None
         if link.reference is not None:
             payment = await repo.get_by_reference(link.reference, for_update=True)
+            if payment is None and link.payment_id is None and not self.db.is_sqlite:
+                # A confirm may be committing this reference now (PostgreSQL), having asked
+                # before our event was committed whether events wait for its payment. It holds
+                # this lock from before asking until its commit: once we have the lock, either
+                # it committed (the payment is found now) or it will see our pending event.
+                # (An event with our payment id waits on the payment's row lock instead.)
+                await session.execute(select(reference_lock(link.reference)))
+                payment = await repo.get_by_reference(link.reference, for_update=True)
         if payment is None and link.payment_id is not None:
             payment = await repo.get(link.payment_id, for_update=True)
         return payment

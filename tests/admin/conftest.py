@@ -4,15 +4,13 @@ chosen days (through the real HTTP stack and services, not by editing rows)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from paysvc.audit.models import AuditEntry
-from paysvc.bootstrap import Container, build_container
-from paysvc.config import Settings
+from paysvc.bootstrap import Container
 from paysvc.payments.models import PaymentEvent
 from tests.conftest import ADMIN, Api
 from tests.support import rows
@@ -31,13 +29,6 @@ class SetClock:
 @pytest.fixture
 def clock() -> SetClock:
     return SetClock()
-
-
-@pytest.fixture
-async def container(settings: Settings, clock: SetClock) -> AsyncIterator[Container]:
-    services = build_container(settings, clock=clock)
-    yield services
-    await services.close()
 
 
 async def put_status(

@@ -1,21 +1,26 @@
 """Database.run retries serialization failures and deadlocks, as PostgreSQL reports them
-through asyncpg and SQLAlchemy's wrapping, a bounded number of times; nothing else."""
+through asyncpg and SQLAlchemy's wrapping, a bounded number of times; nothing else. A server
+that takes no connection now is unreachable (503), not an unexpected error (500)."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from paysvc.bootstrap import Container
+from paysvc.bootstrap import Container, build_container
 from paysvc.db import engine
-from paysvc.db.engine import is_retryable
+from paysvc.db.engine import database_unreachable, is_retryable
 from paysvc.payments.repository import PaymentRepository
-from tests.conftest import BACKEND, Api
+from paysvc.web.app import create_app
+from tests.conftest import BACKEND, CUSTOMER, Api, _pg_admin, make_settings
 
 postgres_only = pytest.mark.skipif(BACKEND != "postgresql", reason="PostgreSQL SQLSTATEs")
 
@@ -37,6 +42,13 @@ def test_classifies_sqlstates_and_sqlite_busy() -> None:
     assert is_retryable(OperationalError("BEGIN", None, Exception("database is locked")))
     assert not is_retryable(OperationalError("x", None, Exception("no such table")))
     assert not is_retryable(ValueError("40001"))
+
+
+def test_a_server_that_takes_no_connection_now_is_unreachable() -> None:
+    assert database_unreachable(_wrapped("53300"))  # too_many_connections
+    assert database_unreachable(_wrapped("57P03"))  # cannot_connect_now (starting, stopping)
+    assert not database_unreachable(_wrapped("23505"))
+    assert not database_unreachable(_wrapped("40001"))  # retried by Database.run instead
 
 
 async def test_run_retries_then_succeeds_and_gives_up_after_the_bound(
@@ -164,3 +176,43 @@ async def test_sqlite_writers_queue_in_process_and_never_wait_forever(
 
 async def _one(session: AsyncSession) -> int:
     return int(await session.scalar(text("SELECT 1")) or 0)
+
+
+@postgres_only
+async def test_a_postgresql_that_takes_no_more_connections_answers_503(
+    database_url: str, aiohttp_client: Callable[..., Any]
+) -> None:
+    """A real 53300 (too_many_connections): the service's role may open no more connections,
+    as when the server's max_connections is reached. Requests get 503 with Retry-After, not
+    500, and are served again once connections are allowed."""
+    role = "paysvc_full_" + secrets.token_hex(4)
+    await _pg_admin(
+        database_url,
+        f'CREATE ROLE "{role}" LOGIN; '
+        f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"; '
+        f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"',
+    )
+    as_role = make_url(database_url).set(username=role).render_as_string(hide_password=False)
+    container = build_container(make_settings(as_role))
+    api = Api(await aiohttp_client(create_app(container)))
+    try:
+        payment = await api.create()
+        await _pg_admin(database_url, f'ALTER ROLE "{role}" CONNECTION LIMIT 0')
+        await container.db.engine.dispose()  # the next request needs a new connection
+        for path in (f"/payments/{payment['id']}", "/payments"):
+            full = await api.client.get(path, headers=CUSTOMER)
+            assert (full.status, full.headers["Retry-After"]) == (503, "5")
+            error = (await full.json())["error"]
+            assert (error["type"], error["code"]) == ("api_error", "service_unavailable")
+        refused = await api.client.post(
+            "/payments/intents",
+            json={"order_id": "7", "amount": 500, "currency": "usd"},
+            headers=CUSTOMER,
+        )
+        assert refused.status == 503
+
+        await _pg_admin(database_url, f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
+        assert (await api.get(f"/payments/{payment['id']}"))["status"] == "pending"
+    finally:
+        await api.client.close()
+        await _pg_admin(database_url, f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')

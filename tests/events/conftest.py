@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
 
-from paysvc.bootstrap import Container, build_container
+from paysvc.bootstrap import Container
 from paysvc.config import Settings
 from tests.conftest import EVENTS_SECRET, make_settings
 from tests.platform_peers import Peers
-from tests.support import ManualClock
 
 
 @pytest.fixture
@@ -35,22 +34,10 @@ def peer_url(peer_server: TestServer) -> str:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 def settings(database_url: str, peer_url: str) -> Settings:
     return make_settings(
         database_url, ORDER_SERVICE_URL=peer_url, NOTIFICATION_SERVICE_URL=peer_url
     )
-
-
-@pytest.fixture
-async def container(settings: Settings, clock: ManualClock) -> AsyncIterator[Container]:
-    services = build_container(settings, clock=clock)
-    yield services
-    await services.close()
 
 
 def wake(container: Container) -> None:

@@ -5,15 +5,13 @@ the same key): charged exactly once, the handler never run twice."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from paysvc.auth.principal import Actor, Role
-from paysvc.bootstrap import Container, build_container
-from paysvc.config import Settings
+from paysvc.bootstrap import Container
 from paysvc.gateways.base import ChargeRequest, GatewayPayment
 from paysvc.gateways.failover import FailoverGateway
 from paysvc.gateways.registry import Gateways
@@ -23,7 +21,6 @@ from paysvc.idempotency.service import CURRENT_CLAIM, Claim, KeyedRequest, finge
 from paysvc.operations.models import Operation
 from paysvc.operations.service import Ledger
 from paysvc.payments.service import PaymentService
-from paysvc.web.app import create_app
 from tests.conftest import CUSTOMER, Api
 from tests.support import ManualClock, count, rows
 
@@ -43,23 +40,6 @@ class CrashingSandbox(SandboxGateway):
         if self.after_charge:
             await super().charge(request)  # the charge happens; the answer never comes back
         raise Crash
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def timed(settings: Settings, clock: ManualClock) -> AsyncIterator[Container]:
-    services = build_container(settings, clock=clock)
-    yield services
-    await services.close()
-
-
-@pytest.fixture
-async def timed_api(aiohttp_client: Callable[..., Any], timed: Container) -> Api:
-    return Api(await aiohttp_client(create_app(timed, own_container=False)))
 
 
 async def crash_first_attempt(container: Container, payment_id: str, after_charge: bool) -> None:
@@ -105,46 +85,46 @@ async def retry(client: TestClient[Any, Any], payment_id: str) -> tuple[int, Any
 
 @pytest.mark.parametrize("after_charge", [True, False], ids=["charged", "not-charged"])
 async def test_stale_key_is_taken_over_and_charges_once(
-    timed_api: Api, timed: Container, clock: ManualClock, after_charge: bool
+    api: Api, container: Container, clock: ManualClock, after_charge: bool
 ) -> None:
-    payment = await timed_api.create()
-    await crash_first_attempt(timed, payment["id"], after_charge)
-    [op] = await rows(timed, Operation, Operation.payment_id == payment["id"])
+    payment = await api.create()
+    await crash_first_attempt(container, payment["id"], after_charge)
+    [op] = await rows(container, Operation, Operation.payment_id == payment["id"])
     assert (op.kind, op.status) == ("charge", "pending")
-    [key] = await rows(timed, IdempotencyKey)
+    [key] = await rows(container, IdempotencyKey)
     assert key.resource_id == op.id
-    assert await count(timed, SandboxCharge) == (1 if after_charge else 0)
+    assert await count(container, SandboxCharge) == (1 if after_charge else 0)
 
     # While the first attempt may still be running, the key is in use.
     clock.advance(30)
-    status, body, _ = await retry(timed_api.client, payment["id"])
+    status, body, _ = await retry(api.client, payment["id"])
     assert (status, body["error"]["code"]) == (409, "idempotency_key_in_use")
 
     # Past the take-over the retry re-attaches to the same operation: the same gateway key.
     clock.advance(31)
-    status, body, headers = await retry(timed_api.client, payment["id"])
+    status, body, headers = await retry(api.client, payment["id"])
     assert (status, body["status"]) == (200, "captured")
     assert headers["Idempotent-Replayed"] == "true"
-    assert await count(timed, SandboxCharge) == 1
-    [charge] = await rows(timed, SandboxCharge)
+    assert await count(container, SandboxCharge) == 1
+    [charge] = await rows(container, SandboxCharge)
     assert charge.idempotency_key == op.id
     assert body["gateway_reference"] == charge.reference
-    [record] = await rows(timed, IdempotencyKey)
+    [record] = await rows(container, IdempotencyKey)
     assert (record.state, record.response_status) == (KeyState.DONE, 200)
 
-    status, replayed, headers = await retry(timed_api.client, payment["id"])
+    status, replayed, headers = await retry(api.client, payment["id"])
     assert (status, replayed) == (200, body)
     assert headers["Idempotent-Replayed"] == "true"
-    assert await count(timed, SandboxCharge) == 1
+    assert await count(container, SandboxCharge) == 1
 
 
 async def test_stale_threshold_is_configurable(
-    timed_api: Api, timed: Container, clock: ManualClock
+    api: Api, container: Container, clock: ManualClock
 ) -> None:
-    timed.idempotency.stale_after = timed.idempotency.stale_after * 10
-    payment = await timed_api.create()
-    await crash_first_attempt(timed, payment["id"], after_charge=True)
+    container.idempotency.stale_after = container.idempotency.stale_after * 10
+    payment = await api.create()
+    await crash_first_attempt(container, payment["id"], after_charge=True)
     clock.advance(61)
-    status, body, _ = await retry(timed_api.client, payment["id"])
+    status, body, _ = await retry(api.client, payment["id"])
     assert (status, body["error"]["code"]) == (409, "idempotency_key_in_use")
-    assert await count(timed, SandboxCharge) == 1
+    assert await count(container, SandboxCharge) == 1

@@ -3,13 +3,12 @@ then less and less, settles it once the customer answered, and gives it up after
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from paysvc.bootstrap import Container, build_container
-from paysvc.config import Settings
+from paysvc.bootstrap import Container
 from paysvc.gateways.base import GatewayPayment
 from paysvc.gateways.sandbox import SandboxGateway
 from paysvc.operations.models import Operation
@@ -27,23 +26,6 @@ from tests.threeds.helpers import (
     sandbox,
     status_changes,
 )
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def timed(settings: Settings, clock: ManualClock) -> AsyncIterator[Container]:
-    services = build_container(settings, clock=clock)
-    yield services
-    await services.close()
-
-
-@pytest.fixture
-async def api(aiohttp_client: Callable[..., Any], timed: Container) -> Api:
-    return Api(await aiohttp_client(create_app(timed, own_container=False)))
 
 
 class Lookups:
@@ -65,9 +47,9 @@ async def charge_op(container: Container, payment_id: str) -> Operation:
     return op
 
 
-async def test_the_charge_operation_waits_for_the_customer(api: Api, timed: Container) -> None:
+async def test_the_charge_operation_waits_for_the_customer(api: Api, container: Container) -> None:
     payment = await requires_action(api)
-    op = await charge_op(timed, payment["id"])
+    op = await charge_op(container, payment["id"])
     assert (op.kind, op.status, op.attempts) == ("charge", "requires_action", 1)
     assert op.gateway_reference == payment["gateway_reference"]
     assert op.next_check_at is not None
@@ -76,69 +58,69 @@ async def test_the_charge_operation_waits_for_the_customer(api: Api, timed: Cont
 
 
 async def test_the_completer_settles_once_the_customer_answered(
-    api: Api, timed: Container, clock: ManualClock
+    api: Api, container: Container, clock: ManualClock
 ) -> None:
     payment = await requires_action(api)
-    await answer_at_gateway(timed, payment, True)  # nobody tells paysvc
+    await answer_at_gateway(container, payment, True)  # nobody tells paysvc
     clock.advance(11)
-    report = await timed.reconcile.run_once()
+    report = await container.reconcile.run_once()
     assert report.errors == []
     assert report.items == []  # the normal course of things, not drift
     settled = await api.get(f"/payments/{payment['id']}")
     assert settled["status"] == "captured" and settled["amount_captured"] == 1999
-    op = await charge_op(timed, payment["id"])
+    op = await charge_op(container, payment["id"])
     assert op.status == "succeeded" and op.attempts == 1  # looked up, never re-sent
-    assert len(await charges(timed, payment["id"])) == 1
+    assert len(await charges(container, payment["id"])) == 1
 
 
 async def test_checks_often_at_first_then_back_off(
-    api: Api, timed: Container, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    api: Api, container: Container, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     payment = await requires_action(api)
-    lookups = Lookups(sandbox(timed), monkeypatch)
+    lookups = Lookups(sandbox(container), monkeypatch)
     # The first minute: every pass (10 s apart at first), as the customer is at the page now.
     for _ in range(5):
         clock.advance(12)
-        await timed.reconcile.run_once()
+        await container.reconcile.run_once()
     assert lookups.count == 5
     # Two hours on: a check, then none for many minutes (a fifth of its age: ~24 min).
     clock.advance(2 * 3600)
-    await timed.reconcile.run_once()
+    await container.reconcile.run_once()
     checked = lookups.count
     assert checked == 6
     for _ in range(20):
         clock.advance(60)
-        await timed.reconcile.run_once()
+        await container.reconcile.run_once()
     assert lookups.count == checked
     clock.advance(10 * 60)
-    await timed.reconcile.run_once()
+    await container.reconcile.run_once()
     assert lookups.count == checked + 1
     assert (await api.get(f"/payments/{payment['id']}"))["status"] == "requires_action"
-    assert (await charge_op(timed, payment["id"])).attempts == 1  # never re-sent
+    assert (await charge_op(container, payment["id"])).attempts == 1  # never re-sent
 
 
 async def test_abandoned_after_a_day_the_payment_is_cancelled_and_the_order_released(
-    api: Api, timed: Container, clock: ManualClock
+    api: Api, container: Container, clock: ManualClock
 ) -> None:
     payment = await requires_action(api)
     clock.advance(23 * 3600)
-    await timed.reconcile.run_once()
+    await container.reconcile.run_once()
     assert (await api.get(f"/payments/{payment['id']}"))["status"] == "requires_action"
     clock.advance(3600 + 60)
-    report = await timed.reconcile.run_once()
+    report = await container.reconcile.run_once()
     assert report.errors == []
     cancelled = await api.get(f"/payments/{payment['id']}")
     assert cancelled["status"] == "cancelled"
     assert cancelled["cancellation_reason"] == "abandoned"
     assert cancelled["next_action"] is None
-    (charge,) = await charges(timed, payment["id"])
+    (charge,) = await charges(container, payment["id"])
     assert charge.status == "canceled" and charge.amount_captured == 0
-    ops = await rows(timed, Operation, Operation.payment_id == payment["id"])
+    ops = await rows(container, Operation, Operation.payment_id == payment["id"])
     assert sorted((o.kind, o.status) for o in ops) == [
         ("charge", "failed"),
         ("void", "succeeded"),
     ]
-    assert await status_changes(timed, payment["id"]) == [
+    assert await status_changes(container, payment["id"]) == [
         ("pending", "requires_action"),
         ("requires_action", "cancelled"),
     ]
@@ -147,18 +129,18 @@ async def test_abandoned_after_a_day_the_payment_is_cancelled_and_the_order_rele
 
 
 async def test_an_answer_on_the_last_day_still_wins(
-    api: Api, timed: Container, clock: ManualClock
+    api: Api, container: Container, clock: ManualClock
 ) -> None:
     payment = await requires_action(api, capture_method="manual")
     clock.advance(24 * 3600 + 60)
-    await answer_at_gateway(timed, payment, True)  # just before the completer gives up
-    await timed.reconcile.run_once()
+    await answer_at_gateway(container, payment, True)  # just before the completer gives up
+    await container.reconcile.run_once()
     authorized = await api.get(f"/payments/{payment['id']}")
     assert authorized["status"] == "authorized" and authorized["amount_capturable"] == 1999
 
 
 async def test_a_retried_confirm_whose_answer_was_lost_answers_requires_action(
-    api: Api, timed: Container, clock: ManualClock
+    api: Api, container: Container, clock: ManualClock
 ) -> None:
     """The first confirm's response could not be stored (the instance died): the retry with
     the same Idempotency-Key re-attaches to the charge operation and answers what the first
@@ -167,18 +149,18 @@ async def test_a_retried_confirm_whose_answer_was_lost_answers_requires_action(
     path = f"/payments/{created['id']}/confirm"
     body = {"payment_method": THREE_DS, "return_url": RETURN_URL}
     headers = {**CUSTOMER, "Idempotency-Key": "confirm-3ds"}
-    fail_storing_once(timed)
+    fail_storing_once(container)
     first = await api.post(path, body, headers)
     assert first["status"] == "requires_action"
-    clock.advance(timed.settings.timing.idempotency_takeover.total_seconds() + 1)
+    clock.advance(container.settings.timing.idempotency_takeover.total_seconds() + 1)
     retried = await api.client.post(path, json=body, headers=headers)
     assert retried.status == 200
     assert retried.headers.get("Idempotent-Replayed") == "true"
     answer = await retried.json()
     assert answer["status"] == "requires_action"
     assert answer["next_action"] == first["next_action"]
-    assert len(await charges(timed, created["id"])) == 1
-    assert (await charge_op(timed, created["id"])).attempts == 1
+    assert len(await charges(container, created["id"])) == 1
+    assert (await charge_op(container, created["id"])).attempts == 1
 
 
 async def test_a_lost_answer_never_shown_to_the_customer_is_voided_after_a_day(

@@ -49,8 +49,6 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-# aiosqlite's worker for the failed connection may answer after the test's loop closed.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize("where", ["sqlite-missing-dir", "postgresql-closed-port"])
 async def test_ready_is_503_naming_the_database(
     aiohttp_client: Callable[..., Any], tmp_path: Any, where: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -42,20 +42,6 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
-@pytest.fixture
-async def frozen(settings: Settings, clock: FrozenClock) -> AsyncIterator[Container]:
-    services = build_container(settings, clock=clock)
-    yield services
-    await services.close()
-
-
-@pytest.fixture
-async def webhook_client(
-    aiohttp_client: Callable[..., Any], frozen: Container
-) -> TestClient[Any, Any]:
-    return await aiohttp_client(create_app(frozen, own_container=False))  # type: ignore[no-any-return]
-
-
 async def rejections(container: Container) -> list[AuditEntry]:
     async with container.db.transaction(write=False) as session:
         stmt = select(AuditEntry).where(AuditEntry.action == "webhook.verification_failed")
@@ -70,16 +56,16 @@ async def post(
 
 
 async def test_a_flood_of_bad_signatures_is_limited_and_audited_once(
-    webhook_client: TestClient[Any, Any], frozen: Container, clock: FrozenClock
+    client: TestClient[Any, Any], container: Container, clock: FrozenClock
 ) -> None:
     stamp = int(clock.now().timestamp())
     body = json.dumps(event("customer.created", {"id": "cus_1", "object": "customer"})).encode()
     bad = signed(body, "whsec_attacker", stamp)
-    entries_before = await count(frozen, AuditEntry)
+    entries_before = await count(container, AuditEntry)
 
     statuses = []
     for _ in range(100):
-        status, data, headers = await post(webhook_client, body, bad)
+        status, data, headers = await post(client, body, bad)
         statuses.append(status)
         if status == 429:
             assert data["error"]["type"] == "rate_limit_error"
@@ -87,19 +73,19 @@ async def test_a_flood_of_bad_signatures_is_limited_and_audited_once(
         else:
             assert data["error"]["code"] == "invalid_signature"
     assert statuses == [400] * FAILURE_BURST + [429] * (100 - FAILURE_BURST)
-    assert await count(frozen, AuditEntry) == entries_before  # not one write per bad post
+    assert await count(container, AuditEntry) == entries_before  # not one write per bad post
 
     # A valid signature from the same address is never limited.
     good = json.dumps(event("customer.created", {"id": "cus_2", "object": "customer"})).encode()
-    status, data, _ = await post(webhook_client, good, signed(good, timestamp=stamp))
+    status, data, _ = await post(client, good, signed(good, timestamp=stamp))
     assert (status, data["status"]) == (200, "ignored")
 
     # Once the minute is over, the next rejection writes the closed minute: one entry, count 100.
     clock.advance(60)
     late = signed(body, "whsec_attacker", int(clock.now().timestamp()))
-    status, _, _ = await post(webhook_client, body, late)
+    status, _, _ = await post(client, body, late)
     assert status == 429
-    [entry] = await rejections(frozen)
+    [entry] = await rejections(container)
     details = json.loads(entry.details)
     assert (entry.origin, entry.outcome, details["count"]) == ("127.0.0.1", "denied", 100)
     assert details["minute"] == "2026-12-03T10:00:00Z"
@@ -110,9 +96,9 @@ async def test_a_flood_of_bad_signatures_is_limited_and_audited_once(
 
 
 async def test_each_source_and_minute_gets_its_own_entry(
-    frozen: Container, clock: FrozenClock
+    container: Container, clock: FrozenClock
 ) -> None:
-    log = frozen.webhooks.rejections
+    log = container.webhooks.rejections
     for origin, times in (("203.0.113.7", 3), ("198.51.100.2", 2)):
         for _ in range(times):
             log.note(origin, "missing header")
@@ -124,7 +110,7 @@ async def test_each_source_and_minute_gets_its_own_entry(
     log.note("203.0.113.7", "missing header")  # 10:01:35, still open
     assert log.due()
     assert await log.flush() == 2
-    by_origin = {e.origin: json.loads(e.details) for e in await rejections(frozen)}
+    by_origin = {e.origin: json.loads(e.details) for e in await rejections(container)}
     assert by_origin["203.0.113.7"]["count"] == 4
     assert by_origin["203.0.113.7"]["reasons"] == {
         "missing header": 3,
@@ -132,7 +118,7 @@ async def test_each_source_and_minute_gets_its_own_entry(
     }
     assert by_origin["198.51.100.2"]["count"] == 2
     assert await log.flush(everything=True) == 1  # at shutdown, the open minute too
-    assert len(await rejections(frozen)) == 3
+    assert len(await rejections(container)) == 3
 
 
 async def test_the_open_minute_is_written_at_shutdown(

@@ -6,8 +6,9 @@ from aiohttp import web
 
 from paysvc.audit.schemas import AuditEntryOut, AuditListQuery, render_entry
 from paysvc.audit.trail import AuditFilter
-from paysvc.web.io import actor, container, doc, json_response, list_body, with_query
+from paysvc.web.io import container, doc, with_query
 from paysvc.web.keys import QUERY
+from paysvc.web.listing import list_response
 
 routes = web.RouteTableDef()
 
@@ -22,15 +23,14 @@ routes = web.RouteTableDef()
 @with_query(AuditListQuery)
 async def list_audit(request: web.Request) -> web.Response:
     query = request[QUERY]
-    entries, has_more = await container(request).audit_trail.list(
-        actor(request),
+    return await list_response(
+        request,
+        container(request).audit_trail.list,
         AuditFilter(
             since=query.get("since"),
             until=query.get("until"),
             resource_id=query.get("resource_id"),
             actor_id=query.get("actor_id"),
         ),
-        limit=query["limit"],
-        starting_after=query["starting_after"],
+        render_entry,
     )
-    return json_response(list_body([render_entry(e) for e in entries], has_more))

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from paysvc.disputes.schemas import DisputeOut, render_dispute
 from paysvc.schemas import ListQueryArgs
-from paysvc.web.io import actor, container, doc, json_response, list_body, with_query
-from paysvc.web.keys import QUERY
+from paysvc.web.io import container, doc, with_query
+from paysvc.web.listing import list_response
 
 routes = web.RouteTableDef()
 
@@ -21,11 +21,6 @@ routes = web.RouteTableDef()
 @routes.get("/payments/{id}/disputes")
 @with_query(ListQueryArgs)
 async def list_disputes(request: web.Request) -> web.Response:
-    query = request[QUERY]
-    page = await container(request).disputes.list(
-        actor(request),
-        request.match_info["id"],
-        limit=query["limit"],
-        starting_after=query["starting_after"],
+    return await list_response(
+        request, container(request).disputes.list, request.match_info["id"], render_dispute
     )
-    return json_response(list_body([render_dispute(d) for d in page.items], page.has_more))

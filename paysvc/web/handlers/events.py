@@ -6,8 +6,9 @@ from aiohttp import web
 
 from paysvc.events.repository import EventFilter
 from paysvc.events.schemas import EventListQuery, EventOut, RedeliverOut, render_event
-from paysvc.web.io import actor, container, doc, json_response, list_body, with_query
+from paysvc.web.io import actor, container, doc, json_response, with_query
 from paysvc.web.keys import QUERY
+from paysvc.web.listing import list_response
 
 routes = web.RouteTableDef()
 TAG = ["admin"]
@@ -24,18 +25,17 @@ TAG = ["admin"]
 @with_query(EventListQuery)
 async def list_events(request: web.Request) -> web.Response:
     query = request[QUERY]
-    items, has_more = await container(request).events.list(
-        actor(request),
+    return await list_response(
+        request,
+        container(request).events.list,
         EventFilter(
             type=query.get("type"),
             status=query.get("status"),
             payment_id=query.get("payment_id"),
             destination=query.get("destination"),
         ),
-        limit=query["limit"],
-        starting_after=query["starting_after"],
+        lambda item: render_event(item.event, item.deliveries),
     )
-    return json_response(list_body([render_event(i.event, i.deliveries) for i in items], has_more))
 
 
 @doc(

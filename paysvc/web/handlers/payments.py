@@ -17,8 +17,9 @@ from paysvc.payments.schemas import (
 )
 from paysvc.payments.service import NewIntent
 from paysvc.payments.states import PaymentStatus
-from paysvc.web.io import actor, container, doc, json_response, list_body, with_body, with_query
+from paysvc.web.io import actor, container, doc, json_response, with_body, with_query
 from paysvc.web.keys import BODY, QUERY
+from paysvc.web.listing import list_response
 
 routes = web.RouteTableDef()
 TAG = ["payments"]
@@ -115,9 +116,12 @@ async def get_payment(request: web.Request) -> web.Response:
 @routes.get("/payments")
 @with_query(PaymentListQuery)
 async def list_payments(request: web.Request) -> web.Response:
-    return await _list(
+    query = request[QUERY]
+    return await list_response(
         request,
-        PaymentFilter(order_id=request[QUERY].get("order_id"), status=request[QUERY].get("status")),
+        container(request).payments.list,
+        PaymentFilter(order_id=query.get("order_id"), status=query.get("status")),
+        render_payment,
     )
 
 
@@ -126,8 +130,9 @@ async def list_payments(request: web.Request) -> web.Response:
 @with_query(AdminPaymentListQuery)
 async def admin_list_payments(request: web.Request) -> web.Response:
     query = request[QUERY]
-    page = await container(request).payments.admin_list(
-        actor(request),
+    return await list_response(
+        request,
+        container(request).payments.admin_list,
         PaymentFilter(
             customer_id=query.get("customer_id"),
             order_id=query.get("order_id"),
@@ -135,15 +140,5 @@ async def admin_list_payments(request: web.Request) -> web.Response:
             created_gte=query.get("created_gte"),
             created_lt=query.get("created_lt"),
         ),
-        limit=query["limit"],
-        starting_after=query["starting_after"],
+        render_payment,
     )
-    return json_response(list_body([render_payment(p) for p in page.items], page.has_more))
-
-
-async def _list(request: web.Request, where: PaymentFilter) -> web.Response:
-    query = request[QUERY]
-    page = await container(request).payments.list(
-        actor(request), where, limit=query["limit"], starting_after=query["starting_after"]
-    )
-    return json_response(list_body([render_payment(p) for p in page.items], page.has_more))

@@ -7,8 +7,9 @@ from aiohttp import web
 from paysvc.refunds.schemas import CreateRefundRequest, RefundOut, render_refund
 from paysvc.refunds.service import NewRefund
 from paysvc.schemas import ListQueryArgs
-from paysvc.web.io import actor, container, doc, json_response, list_body, with_body, with_query
-from paysvc.web.keys import BODY, QUERY
+from paysvc.web.io import actor, container, doc, json_response, with_body, with_query
+from paysvc.web.keys import BODY
+from paysvc.web.listing import list_response
 
 routes = web.RouteTableDef()
 TAG = ["refunds"]
@@ -44,14 +45,9 @@ async def create_refund(request: web.Request) -> web.Response:
 @routes.get("/payments/{id}/refunds")
 @with_query(ListQueryArgs)
 async def list_refunds(request: web.Request) -> web.Response:
-    query = request[QUERY]
-    page = await container(request).refunds.list(
-        actor(request),
-        request.match_info["id"],
-        limit=query["limit"],
-        starting_after=query["starting_after"],
+    return await list_response(
+        request, container(request).refunds.list, request.match_info["id"], render_refund
     )
-    return json_response(list_body([render_refund(r) for r in page.items], page.has_more))
 
 
 @doc(
