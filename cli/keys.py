@@ -140,6 +140,15 @@ def rotate(
             help="Rows read and re-encrypted per batch (written in shorter slices on SQLite)",
         ),
     ] = 2000,  # paysvc.keys.service.ROTATE_BATCH (not imported here: the CLI starts light)
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Ranges rotated at once, each on its own connection (default: 4 on "
+            "PostgreSQL; SQLite has one writer: 1)",
+        ),
+    ] = None,
 ) -> None:
     """Re-encrypt every value (and re-MAC every audit entry) under the active key.
 
@@ -179,6 +188,7 @@ def rotate(
                 audit=container.audit,
                 batch_size=batch_size,
                 progress=advance,
+                workers=workers,
             )
             await seal_pending(container.db, container.keyring)  # chain the rotation's entries
             return done, await _status(container)

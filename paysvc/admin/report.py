@@ -20,8 +20,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from paysvc.admin.repository import GroupRow
 from paysvc.payments.states import PaymentStatus
 
-S = PaymentStatus
-SUCCEEDED = frozenset({S.AUTHORIZED, S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED})
 _PLACES = Decimal("0.0001")
 
 
@@ -46,12 +44,8 @@ class Figures:
         self.volume += row.volume
         self.captured += row.captured
         self.refunded += row.refunded
-        if row.status in SUCCEEDED:
-            self.succeeded += row.count
-        if row.status == S.CANCELLED:
-            self.confirmed += row.attempted  # cancelled after a confirm attempt (e.g. a void)
-        elif row.status != S.PENDING:
-            self.confirmed += row.count
+        self.succeeded += row.succeeded
+        self.confirmed += row.confirmed
 
     @property
     def net(self) -> int:
@@ -96,11 +90,12 @@ def summarize(
     totals: dict[str, Figures] = {currency: Figures()} if currency else {}
     by_status = {str(status): 0 for status in PaymentStatus}
     days: dict[tuple[dt.date, str], Figures] = {}
-    for row in groups:
-        totals.setdefault(row.currency, Figures()).add(row)
-        by_status[row.status] = by_status.get(row.status, 0) + row.count
+    for row in groups:  # one row per (currency, status), or per (day, currency)
         if row.day is not None:
             days.setdefault((row.day, row.currency), Figures()).add(row)
+        else:
+            totals.setdefault(row.currency, Figures()).add(row)
+            by_status[row.status or ""] = by_status.get(row.status or "", 0) + row.count
     day_list: list[DayFigures] | None = None
     if by_day:
         day_list = [

@@ -4,11 +4,25 @@ rebuild or check it, over the payments themselves)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Date, case, delete, func, insert, literal, or_, select, text
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -45,16 +59,18 @@ def _utc_day_postgresql(element: utc_day, compiler: SQLCompiler, **kw: Any) -> s
 
 @dataclass(frozen=True, slots=True)
 class GroupRow:
-    """Aggregates of the payments sharing (day, currency, status); day is None unless asked."""
+    """Sums over the payments of one (currency, status) — `day` None — or of one (day,
+    currency) — `status` None — in the range."""
 
     day: dt.date | None
     currency: str
-    status: str
+    status: str | None
     count: int
-    attempted: int  # of those, how many had a confirm attempted
     volume: int
     captured: int
     refunded: int
+    succeeded: int  # of those, now authorized, captured, partially refunded or refunded
+    confirmed: int  # of those, confirmed: all but pending, and cancelled before any confirm
 
 
 # The payment reached the gateway: anything but an unconfirmed intent (pending, or cancelled
@@ -63,6 +79,7 @@ class GroupRow:
 ATTEMPTED = or_(
     Payment.status.not_in(("pending", "cancelled")), Payment.gateway_reference.is_not(None)
 )
+SUCCEEDED = ("authorized", "captured", "partially_refunded", "refunded")
 
 
 class TransactionRepository:
@@ -76,26 +93,17 @@ class TransactionRepository:
         created_lt: dt.datetime,
         currency: str | None,
         by_day: bool,
-    ) -> Sequence[GroupRow]:
+    ) -> list[GroupRow]:
         """From the rollup (whole UTC days: `created_gte`/`created_lt` are midnights). One
-        statement (one snapshot), so totals, by-status and by-day figures always agree; its
-        size is days x currencies x statuses x shards, however many payments there are."""
+        statement (one snapshot), so totals, by-status and by-day figures always agree; it
+        reads days x currencies x statuses x shards rollup rows, however many payments there
+        are, and returns statuses + days x currencies rows."""
         total = PaymentDailyTotal
-        keys: list[Any] = [total.currency, total.status]
-        if by_day:
-            keys.insert(0, total.day)
-        query = (
-            select(
-                *keys,
-                *(func.sum(getattr(total, name)) for name in FIGURES),
-            )
-            .where(total.day >= created_gte.date(), total.day < created_lt.date())
-            .group_by(*keys)
-            .having(func.sum(total.count) != 0)
-        )
+        where = [total.day >= created_gte.date(), total.day < created_lt.date()]
         if currency is not None:
-            query = query.where(total.currency == currency)
-        return self._rows(await self.session.execute(query), len(keys), by_day)
+            where.append(total.currency == currency)
+        figures = {name: getattr(total, name) for name in FIGURES}
+        return await self._groups(total.day, total.currency, total.status, figures, where, by_day)
 
     async def scan_groups(
         self,
@@ -104,19 +112,66 @@ class TransactionRepository:
         created_lt: dt.datetime,
         currency: str | None,
         by_day: bool,
-    ) -> Sequence[GroupRow]:
+    ) -> list[GroupRow]:
         """The same figures computed from the payments themselves (a scan of the range)."""
-        keys: list[Any] = [Payment.currency, Payment.status]
-        if by_day:
-            keys.insert(0, utc_day(Payment.created_at))
-        query = (
-            select(*keys, *_payment_figures())
-            .where(Payment.created_at >= created_gte, Payment.created_at < created_lt)
-            .group_by(*keys)
-        )
+        where = [Payment.created_at >= created_gte, Payment.created_at < created_lt]
         if currency is not None:
-            query = query.where(Payment.currency == currency)
-        return self._rows(await self.session.execute(query), len(keys), by_day)
+            where.append(Payment.currency == currency)
+        day = utc_day(Payment.created_at)
+        return await self._groups(
+            day, Payment.currency, Payment.status, _payment_values(), where, by_day
+        )
+
+    async def _groups(
+        self,
+        day: Any,
+        currency: Any,
+        status: Any,
+        figures: dict[str, Any],
+        where: list[Any],
+        by_day: bool,
+    ) -> list[GroupRow]:
+        """Sums by (currency, status) and, with `by_day`, by (day, currency) — both in one
+        statement, the rates' numerators and denominators summed by the database too, so
+        Python only adds up statuses + days x currencies rows. The source is read once (a CTE
+        of sums by day, currency and status — shards and payments summed away), in bigints
+        (PostgreSQL's numeric sums cost more than the scan)."""
+        keys = [day.label("day")] if by_day else []
+        keys += [currency.label("currency"), status.label("status")]
+        groups = (
+            select(*keys, *(_bigint(func.sum(figures[name])).label(name) for name in FIGURES))
+            .where(*where)
+            .group_by(*keys)
+            .cte("grouped")
+        )
+        g = groups.c
+        sums = [
+            *(_bigint(_sum(g[name])) for name in ("count", "volume", "captured", "refunded")),
+            _bigint(_sum(case((g.status.in_(SUCCEEDED), g.count), else_=0))),
+            # A cancelled payment counts as confirmed only if a confirm was attempted (a void).
+            _bigint(
+                _sum(
+                    case(
+                        (g.status == "pending", 0),
+                        (g.status == "cancelled", g.attempted),
+                        else_=g.count,
+                    )
+                )
+            ),
+        ]
+        query: Any = (
+            select(cast(null(), Date), g.currency, g.status, *sums)
+            .group_by(g.currency, g.status)
+            .having(_sum(g.count) != 0)
+        )
+        if by_day:
+            daily = (
+                select(g.day, g.currency, null(), *sums)
+                .group_by(g.day, g.currency)
+                .having(_sum(g.count) != 0)
+            )
+            query = union_all(query, daily)
+        return [GroupRow(*row) for row in (await self.session.execute(query)).all()]
 
     async def rebuild_rollup(self) -> int:
         """Recompute the whole rollup from `payments` (in the caller's write unit of work; on
@@ -128,9 +183,13 @@ class TransactionRepository:
         else:
             shard = literal(0)
         day = utc_day(Payment.created_at)
-        source = select(day, Payment.currency, Payment.status, shard, *_payment_figures()).group_by(
-            day, Payment.currency, Payment.status, shard
-        )
+        source = select(
+            day,
+            Payment.currency,
+            Payment.status,
+            shard,
+            *(_sum(value) for value in _payment_values().values()),
+        ).group_by(day, Payment.currency, Payment.status, shard)
         table: Any = PaymentDailyTotal.__table__
         await self.session.execute(delete(table))
         result = await self.session.execute(
@@ -138,29 +197,25 @@ class TransactionRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    @staticmethod
-    def _rows(result: Any, key_count: int, by_day: bool) -> list[GroupRow]:
-        groups = []
-        for row in result.all():
-            day = row[0] if by_day else None
-            currency_, status, *sums = row[key_count - 2 :]
-            # PostgreSQL sums bigints as numeric (Decimal): back to int.
-            count, attempted, volume, captured, refunded = (int(value) for value in sums)
-            groups.append(
-                GroupRow(day, currency_, status, count, attempted, volume, captured, refunded)
-            )
-        return groups
-
 
 FIGURES = ("count", "attempted", "volume", "captured", "refunded")
 ROLLUP_SHARDS = 8  # as in the payment_daily_totals migration's trigger
 
 
-def _payment_figures() -> list[Any]:
-    return [
-        func.count(),
-        func.coalesce(func.sum(case((ATTEMPTED, 1), else_=0)), 0),
-        func.coalesce(func.sum(Payment.amount), 0),
-        func.coalesce(func.sum(Payment.amount_captured), 0),
-        func.coalesce(func.sum(Payment.amount_refunded), 0),
-    ]
+def _bigint(value: Any) -> Any:
+    return cast(value, BigInteger)
+
+
+def _sum(value: Any) -> Any:
+    return func.coalesce(func.sum(value), 0)
+
+
+def _payment_values() -> dict[str, Any]:
+    """What each payment adds to each of FIGURES (as the rollup's triggers add it)."""
+    return {
+        "count": literal_column("1"),
+        "attempted": case((ATTEMPTED, 1), else_=0),
+        "volume": Payment.amount,
+        "captured": Payment.amount_captured,
+        "refunded": Payment.amount_refunded,
+    }

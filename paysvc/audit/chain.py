@@ -331,7 +331,7 @@ async def verify(
         start, digest = checkpoint.seq + 1, checkpoint.digest
     sealed = _RangeResult()
     if head is not None and head.seq is not None:
-        ranges = _split(start, head.seq, workers if head.seq - start + 1 >= parallel_min else 1)
+        ranges = split(start, head.seq, workers if head.seq - start + 1 >= parallel_min else 1)
         if len(ranges) <= 1:  # none: nothing sealed since the checkpoint (still re-checked)
             async with db.transaction(write=False) as session:
                 sealed = await _verify_range(session, keyring, start, head.seq, digest)
@@ -423,7 +423,8 @@ class _RangeResult:
     last_digest: str | None = None  # hex link digest of the last entry checked
 
 
-def _split(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+def split(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+    """low..high (inclusive) in at most `parts` consecutive ranges of (about) equal size."""
     size = max(1, -(-(high - low + 1) // max(1, parts)))
     return [(lo, min(high, lo + size - 1)) for lo in range(low, high + 1, size)]
 
@@ -578,6 +579,13 @@ async def store_macs(session: AsyncSession, changes: list[tuple[str, str, str]])
 
 async def count_to_remac(session: AsyncSession, keyring: Keyring) -> int:
     return await repository.count_sealed_not_under_key(session, keyring.active_id)
+
+
+async def sealed_head(db: Database) -> int:
+    """The seq of the newest sealed entry (0 when none is)."""
+    async with db.transaction(write=False) as session:
+        newest = await repository.newest_sealed(session)
+    return 0 if newest is None else newest[0]
 
 
 async def key_usage(db: Database) -> dict[str, int]:

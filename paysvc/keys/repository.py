@@ -6,7 +6,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -103,35 +113,67 @@ async def values_not_under(
     key_id: str,
     after: Any,
     limit: int,
+    *,
+    upto: Any = None,
 ) -> list[tuple[Any, dict[str, str | None]]]:
     """(primary key, {encrypted column: envelope}) of rows with a value not under `key_id`,
-    by primary key after `after`: plain columns, nothing decrypted or locked."""
+    by primary key after `after` (and at most `upto`): plain columns, nothing decrypted or
+    locked."""
     primary_key = _primary_key(model)
     columns = _columns(model)
     stmt = select(primary_key, *columns).where(_not_under(model, key_id))
     if after is not None:
         stmt = stmt.where(primary_key > after)
+    if upto is not None:
+        stmt = stmt.where(primary_key <= upto)
     rows = (await session.execute(stmt.order_by(primary_key).limit(limit))).all()
     return [(row[0], {c.key: row[n + 1] for n, c in enumerate(columns)}) for row in rows]
+
+
+async def nth_key_not_under(
+    session: AsyncSession, model: type[EncryptedModel], key_id: str, offset: int
+) -> Any:
+    """The primary key of the row at `offset` (0-based, primary-key order) among the rows with
+    a value not under `key_id`; None past the last."""
+    primary_key = _primary_key(model)
+    stmt = select(primary_key).where(_not_under(model, key_id)).order_by(primary_key)
+    return await session.scalar(stmt.offset(offset).limit(1))
 
 
 async def replace_values(
     session: AsyncSession, model: type[EncryptedModel], changes: list[tuple[Any, str, str, str]]
 ) -> None:
     """Bulk compare-and-set of (primary key, column, old envelope, new envelope): a value
-    changed since it was read (a request wrote it, under the active key) is left alone."""
+    changed since it was read (a request wrote it, under the active key) is left alone.
+
+    One UPDATE per row, whatever number of its columns change (each column set only if it
+    still holds the old envelope): one new row version, not one per value (on PostgreSQL each
+    version is also an entry in every index of the table)."""
+    if not changes:
+        return
     table: Any = getattr(model, "__table__")  # noqa: B009 - typed access to the mapped table
     key = table.c[_primary_key(model).key]
-    by_column: dict[str, list[dict[str, Any]]] = {}
+    columns = sorted({column for _, column, _, _ in changes})
+    by_row: dict[Any, dict[str, Any]] = {}
     for row_id, column, old, new in changes:
-        by_column.setdefault(column, []).append({"b_id": row_id, "b_old": old, "b_new": new})
-    for column, params in by_column.items():
-        stmt = (
-            update(table)
-            .where(key == bindparam("b_id"), table.c[column] == bindparam("b_old"))
-            .values({column: bindparam("b_new")})
+        params = by_row.get(row_id)
+        if params is None:
+            params = by_row[row_id] = {"b_id": row_id}
+            params.update({f"b_old_{c}": None for c in columns})
+            params.update({f"b_new_{c}": None for c in columns})
+        params[f"b_old_{column}"], params[f"b_new_{column}"] = old, new
+    holds_old = [table.c[c] == bindparam(f"b_old_{c}", type_=table.c[c].type) for c in columns]
+    stmt = (
+        update(table)
+        .where(key == bindparam("b_id"), or_(*holds_old))
+        .values(
+            {
+                c: case((same, bindparam(f"b_new_{c}", type_=table.c[c].type)), else_=table.c[c])
+                for c, same in zip(columns, holds_old, strict=True)
+            }
         )
-        await session.execute(stmt, params)
+    )
+    await session.execute(stmt, list(by_row.values()))
 
 
 def primary_key_of(row: EncryptedModel) -> Any:

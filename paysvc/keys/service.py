@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -50,6 +51,13 @@ ROTATE_BATCH = 2000
 # the lock gets it at the next gap (`scripts/bench_growth` measures it).
 SQLITE_SLICE = 500
 SQLITE_GAP = 0.03  # seconds the write lock is left free between two slices
+# PostgreSQL: ranges rotated at once (each by a task on its own connection), when a table has
+# at least ROTATE_PARALLEL_MIN rows to rewrite (see `rotate`). Measured at 1M payments on a
+# 2-core machine where PostgreSQL, the rotation and the serving writes share the cores: 1, 2
+# and 4 workers rewrote 8,150, 7,450 and 5,940 rows/s with serving writes at p99 33, 62 and
+# 102 ms; more workers pay when PostgreSQL has cores of its own (`--workers`).
+ROTATE_WORKERS = 2
+ROTATE_PARALLEL_MIN = 10_000
 
 
 async def status(db: Database) -> dict[str, int]:
@@ -190,6 +198,8 @@ async def rotate(
     audit: AuditLog | None = None,
     batch_size: int = ROTATE_BATCH,
     progress: Progress | None = None,
+    workers: int | None = None,
+    parallel_min: int = ROTATE_PARALLEL_MIN,
 ) -> int:
     """Re-encrypt every row (and re-MAC every audit entry) not fully under the active key.
 
@@ -198,37 +208,111 @@ async def rotate(
     already under the active key). Raises DecryptionError if a stored value does not decrypt
     (tampered, moved to another row, or under a key missing from the keyring): fix or restore
     that row, then run again.
+
+    `workers` ranges are rotated at once, each by its own task on its own connection (default
+    ROTATE_WORKERS on PostgreSQL, 1 on SQLite, which has one writer): each table's rows to
+    rewrite are split into that many primary-key ranges, the audit chain into seq ranges
+    (only when there are at least `parallel_min` of them). The ranges are disjoint, so each
+    value is rewritten once; each batch is its own compare-and-set transaction, so an
+    interrupted parallel rotation (up to `workers` batches were in flight) resumes like a
+    serial one.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    audit = audit or AuditLog(SystemClock())
-    keyring = db.keyring
-    active = keyring.active_id
-    total = await pending(db)
-    done = 0
-    pacer = _Pacer(db)
-
-    def advance(count: int) -> None:
-        nonlocal done
-        done += count
-        if progress is not None:
-            progress(done, total)
-
+    if workers is None:
+        workers = 1 if db.is_sqlite else ROTATE_WORKERS
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    rotation = _Rotation(db, actor, audit or AuditLog(SystemClock()), batch_size, progress)
+    rotation.total = await pending(db)
     for model in repository.encrypted_models():
+        ranges = await _key_ranges(db, model, max(parallel_min, workers), workers)
+        await _all([rotation.values(model, low, high) for low, high in ranges])
+    head = await chain.sealed_head(db)
+    seqs: list[tuple[int, int | None]] = [(1, None)]
+    if head >= max(parallel_min, workers):  # the last range also takes what is sealed meanwhile
+        seqs = [(low, high) for low, high in chain.split(1, head, workers)]
+        seqs[-1] = (seqs[-1][0], None)
+    await _all([rotation.macs(low, high) for low, high in seqs])
+    await forget_unused_keys(db, dt.datetime.now(dt.UTC))
+    return rotation.done
+
+
+async def _key_ranges(
+    db: Database, model: type[EncryptedModel], at_least: int, parts: int
+) -> list[tuple[Any, Any]]:
+    """(after, up to) primary-key ranges splitting `model`'s rows to rewrite into `parts` of
+    about equal size (None: unbounded); one range unless there are `at_least` such rows. The
+    bounds are existing keys, so the ranges cover every key, whatever is written meanwhile."""
+    if parts == 1:
+        return [(None, None)]
+    active = db.keyring.active_id
+    async with db.transaction(write=False) as session:
+        count = await repository.count_rows_not_under(session, model, active)
+        if count < at_least:
+            return [(None, None)]
+        bounds: list[Any] = [None]
+        for part in range(1, parts):
+            bound = await repository.nth_key_not_under(
+                session, model, active, count * part // parts
+            )
+            if bound is not None and bound != bounds[-1]:
+                bounds.append(bound)
+    bounds.append(None)
+    return list(itertools.pairwise(bounds))
+
+
+async def _all(jobs: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the jobs at once; the first failure cancels the others and is raised as it is."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Rotation:
+    """One `rotate` run: its batches, rewritten range by range (several ranges at once)."""
+
+    def __init__(
+        self,
+        db: Database,
+        actor: Actor,
+        audit: AuditLog,
+        batch_size: int,
+        progress: Progress | None,
+    ) -> None:
+        self.db, self.actor, self.audit = db, actor, audit
+        self.keyring, self.active = db.keyring, db.keyring.active_id
+        self.batch_size, self.progress = batch_size, progress
+        self.pacer = _Pacer(db)
+        self.total = self.done = 0
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    async def values(self, model: type[EncryptedModel], after: Any, upto: Any) -> None:
+        """Re-encrypt the values of `model`'s rows with a primary key in (after, upto]."""
         table = repository.table_name(model)
         fields = {field.column: name for name, field in model.__encrypted__.items()}
-        after: Any = None
+        keyring, active = self.keyring, self.active
         while True:
 
             async def read(
-                session: AsyncSession, model: type[EncryptedModel] = model, after: Any = after
+                session: AsyncSession, after: Any = after
             ) -> list[tuple[Any, dict[str, str | None]]]:
-                return await repository.values_not_under(session, model, active, after, batch_size)
+                return await repository.values_not_under(
+                    session, model, active, after, self.batch_size, upto=upto
+                )
 
             # Read and re-encrypt outside any write lock; the write is one short bulk update.
-            rows = await db.run(read, write=False)
+            rows = await self.db.run(read, write=False)
             if not rows:
-                break
+                return
             changes, old_keys = [], set()
             for row_id, values in rows:
                 for column, envelope in values.items():
@@ -243,54 +327,58 @@ async def rotate(
 
             async def write(
                 session: AsyncSession,
-                model: type[EncryptedModel] = model,
-                changes: list[tuple[Any, str, str, str]] = changes,
-                details: dict[str, Any] = details,
+                changes: list[tuple[Any, str, str, str]],
+                details: dict[str, Any],
             ) -> None:
                 await repository.replace_values(session, model, changes)
-                audit.record(
-                    session, actor, "keys.rotate", "encryption_key", active, details=details
+                self.audit.record(
+                    session, self.actor, "keys.rotate", "encryption_key", active, details=details
                 )
 
-            for first, last in pacer.slices(len(changes)):
+            for first, last in self.pacer.slices(len(changes)):
                 part = changes[first:last]
                 rows_in_part = len({row_id for row_id, *_ in part})
-                await pacer.write(
+                await self.pacer.write(
                     partial(write, changes=part, details={**details, "rows": rows_in_part})
                 )
             after = rows[-1][0]
-            advance(len(rows))
+            self.advance(len(rows))
 
-    after_seq = 0
-    while True:
+    async def macs(self, low: int, high: int | None) -> None:
+        """Re-MAC the sealed audit entries with seq in low..high (None: to the end)."""
+        after_seq = low - 1
+        while high is None or after_seq < high:
+            limit = self.batch_size if high is None else min(self.batch_size, high - after_seq)
 
-        async def plan(session: AsyncSession, after_seq: int = after_seq) -> chain.RemacBatch:
-            return await chain.remac_batch(session, keyring, after_seq=after_seq, limit=batch_size)
+            async def plan(
+                session: AsyncSession, after_seq: int = after_seq, limit: int = limit
+            ) -> chain.RemacBatch:
+                return await chain.remac_batch(
+                    session, self.keyring, after_seq=after_seq, limit=limit
+                )
 
-        batch = await db.run(plan, write=False)  # MACs computed with no lock held
-        if batch.last_seq is None:
-            break
+            batch = await self.db.run(plan, write=False)  # MACs computed with no lock held
+            if batch.last_seq is None:
+                return
 
-        async def store(
-            session: AsyncSession, changes: list[tuple[str, str, str]], skipped: int
-        ) -> None:
-            await chain.store_macs(session, changes)
-            audit.record(
-                session,
-                actor,
-                "keys.rotate_audit_macs",
-                "encryption_key",
-                active,
-                outcome="success" if not skipped else "partial",
-                details={"entries": len(changes), "skipped_bad_mac": skipped},
-            )
+            async def store(
+                session: AsyncSession, changes: list[tuple[str, str, str]], skipped: int
+            ) -> None:
+                await chain.store_macs(session, changes)
+                self.audit.record(
+                    session,
+                    self.actor,
+                    "keys.rotate_audit_macs",
+                    "encryption_key",
+                    self.active,
+                    outcome="success" if not skipped else "partial",
+                    details={"entries": len(changes), "skipped_bad_mac": skipped},
+                )
 
-        if batch.changes or batch.skipped:
-            for first, last in pacer.slices(len(batch.changes)):
-                macs = batch.changes[first:last]
-                skipped = batch.skipped if first == 0 else 0
-                await pacer.write(partial(store, changes=macs, skipped=skipped))
-        after_seq = batch.last_seq
-        advance(len(batch.changes))
-    await forget_unused_keys(db, dt.datetime.now(dt.UTC))
-    return done
+            if batch.changes or batch.skipped:
+                for first, last in self.pacer.slices(len(batch.changes)):
+                    macs = batch.changes[first:last]
+                    skipped = batch.skipped if first == 0 else 0
+                    await self.pacer.write(partial(store, changes=macs, skipped=skipped))
+            after_seq = batch.last_seq
+            self.advance(len(batch.changes))

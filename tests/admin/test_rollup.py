@@ -24,7 +24,7 @@ WHOLE = {"created_gte": at(1, 0), "created_lt": at(30, 0)}
 
 
 def ordered(rows: Sequence[GroupRow]) -> list[GroupRow]:
-    return sorted(rows, key=lambda r: (r.day or dt.date.min, r.currency, r.status))
+    return sorted(rows, key=lambda r: (r.day or dt.date.min, r.currency, r.status or ""))
 
 
 async def assert_exact(container: Container) -> list[GroupRow]:
