@@ -145,7 +145,7 @@ def rotate(
         typer.Option(
             min=1,
             max=16,
-            help="Ranges rotated at once, each on its own connection (default: 4 on "
+            help="Ranges rotated at once, each on its own connection (default: 2 on "
             "PostgreSQL; SQLite has one writer: 1)",
         ),
     ] = None,
