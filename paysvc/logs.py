@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Any, TextIO
 
-from paysvc.web.pci import card_number_spans
+from paysvc.web.pci import MIN_PAN_DIGITS, card_number_spans
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "paysvc_request_id", default=None
@@ -82,6 +82,9 @@ def redact(text: str) -> str:
     return text
 
 
+_SHORTEST_PAN = 10 ** (MIN_PAN_DIGITS - 1)  # a smaller number has too few digits for a card
+
+
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
@@ -90,7 +93,7 @@ def _redact_value(value: Any) -> Any:
     if isinstance(value, list | tuple | set):
         return [_redact_value(v) for v in value]
     if isinstance(value, int | float | bool) or value is None:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _SHORTEST_PAN:
             masked = redact(str(value))
             return value if masked == str(value) else masked
         return value

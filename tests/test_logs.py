@@ -93,6 +93,14 @@ def test_exception_text_and_extras_are_masked(captured: io.StringIO) -> None:
     assert extras["payment_id"] == "pay_1"
 
 
+def test_a_card_number_logged_as_a_number_is_masked(captured: io.StringIO) -> None:
+    logging.getLogger("paysvc.test").info(
+        "numbers", extra={"pan": 4242424242424242, "status": 200, "amount": 999999999999}
+    )
+    (entry,) = lines(captured)
+    assert (entry["pan"], entry["status"], entry["amount"]) == ("[CARD]", 200, 999999999999)
+
+
 def test_redaction_with_pytest_capture_active(
     captured: io.StringIO, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -142,6 +142,8 @@ def card_number_spans(text: str) -> Iterator[tuple[int, int]]:
     if _ENOUGH_DIGITS.search(text) is None:
         return
     for match in _DIGIT_RUN.finditer(text):
+        if match.end() - match.start() < MIN_PAN_DIGITS:  # too few digits to be one
+            continue
         found = next(_card_windows(match.group()), None)
         if found is not None:
             yield match.start() + found[0], match.start() + found[1]
