@@ -178,4 +178,8 @@ def configure_logging(level: int | str = "INFO", stream: TextIO | None = None) -
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # Nothing we write names a thread, a process or the caller's file and line: the logging
+    # HOWTO's "Optimization" settings spare each record (every request logs one) finding them.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     return handler
