@@ -64,6 +64,7 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str) -> AsyncEngine:
+    """An engine whose errors never carry the statement's values (they may reach a log)."""
     engine_url = async_url(url)
     if engine_url.startswith("sqlite"):
         # Statements run on the loop's thread (paysvc.db.inline), not in aiosqlite's threads.
@@ -74,10 +75,13 @@ def create_engine(url: str) -> AsyncEngine:
             # each one was opened (schema parsed, pragmas set) and closed per request.
             pool_size=SQLITE_POOL_SIZE,
             max_overflow=SQLITE_POOL_OVERFLOW,
+            hide_parameters=True,
         )
         _sqlite_discipline(engine)
         return engine
-    return create_async_engine(engine_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(
+        engine_url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def _sqlite_discipline(engine: AsyncEngine) -> None:

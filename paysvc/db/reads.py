@@ -99,7 +99,9 @@ class KeyedReader(Generic[M]):
             return await cursor.fetchone()
         except sqlite3.Error as error:  # as SQLAlchemy would raise it: a 503 when unreachable
             await self.close()
-            raise DBAPIError.instance(self.sql, (key,), error, sqlite3.Error) from error
+            raise DBAPIError.instance(
+                self.sql, (key,), error, sqlite3.Error, hide_parameters=True
+            ) from error
 
     async def close(self) -> None:
         """Give the connection up (never back to the pool: it may be the one that failed)."""

@@ -114,7 +114,10 @@ def _insert(dialect: Dialect, connection: Any, shape: _Shape, rows: list[list[An
     try:
         handle.executemany(sql, parameters)
     except sqlite3.Error as error:  # as SQLAlchemy raises it (IntegrityError, OperationalError…)
-        raise DBAPIError.instance(sql, parameters, error, sqlite3.Error) from error
+        # without the values: an error's text may reach a log
+        raise DBAPIError.instance(
+            sql, parameters, error, sqlite3.Error, hide_parameters=True, ismulti=True
+        ) from error
 
 
 def _sqlite_statement(dialect: Dialect, shape: _Shape) -> tuple[str, list[Any]]:
