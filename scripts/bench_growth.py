@@ -152,8 +152,8 @@ async def build(container: Container, count: int, log: Callable[[str], None]) ->
 
     Each payment is a Payment built as the service builds it, its encrypted fields sealed by
     the keyring (`Encrypted.seal`, what `before_flush` does); each audit entry comes from
-    `AuditLog.record`, stamped with its pending MAC (`integrity.pending_mac`, what the insert
-    hook does), checked and chained as `seal_pending` does it (`check_pending`, `sealed_mac`
+    `AuditLog.entry` (what `AuditLog.record` writes), stamped with its pending MAC
+    (`integrity.pending_mac`, what `record` does), checked and chained as `seal_pending` does it (`check_pending`, `sealed_mac`
     over the link to the previous entry) — in creation order, so seq follows occurred_at.
     The rows are then written with one multi-row INSERT per table per chunk (Core), which
     fires the rollup's triggers. Creation times cover the last year, increasing."""
@@ -178,18 +178,9 @@ async def build(container: Container, count: int, log: Callable[[str], None]) ->
     chain_link = link(None, None)
     seq = 0
 
-    class Collect:  # AuditLog.record's session: keeps the entry instead of flushing it
-        def __init__(self) -> None:
-            self.entries: list[AuditEntry] = []
-            self.sync_session = None
-            self.info: dict[str, Any] = {}
-
-        def add(self, entry: AuditEntry) -> None:
-            self.entries.append(entry)
-
     for start in range(0, count, CHUNK):
         payment_rows, entry_rows = [], []
-        collect = Collect()
+        entries: list[AuditEntry] = []
         for n in range(start, min(count, start + CHUNK)):
             created = now - dt.timedelta(days=365) + n * step
             payment = payment_row(n, created, rng)
@@ -197,8 +188,8 @@ async def build(container: Container, count: int, log: Callable[[str], None]) ->
                 field.seal(payment, keyring)
             payment_rows.append(_columns(payment))
             clock.at = created
-            audit.record(collect, SERVICE, "payment.create", "payment", payment.id)  # type: ignore[arg-type]
-        for entry in collect.entries:
+            entries.append(audit.entry(SERVICE, "payment.create", "payment", payment.id))
+        for entry in entries:
             fields = fields_of(entry)
             entry.mac = pending_mac(keyring, keyring.active_id, fields)
             assert check_pending(keyring, entry.mac, fields) is None

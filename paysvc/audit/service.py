@@ -37,7 +37,24 @@ class AuditLog:
         outcome: str = "success",
         details: dict[str, Any] | None = None,
     ) -> AuditEntry:
-        entry = AuditEntry(
+        """Add the entry to the caller's unit of work, stamped with its pending MAC."""
+        entry = self.entry(actor, action, resource_type, resource_id, outcome, details)
+        stamp(entry, keyring_of(session.sync_session))
+        stage(session, entry)
+        self._notify_after_commit(session)
+        return entry
+
+    def entry(
+        self,
+        actor: Actor,
+        action: str,
+        resource_type: str,
+        resource_id: str | None,
+        outcome: str = "success",
+        details: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        """The entry `record` writes, not yet stamped or stored."""
+        return AuditEntry(
             id=new_id("aud"),
             occurred_at=self.clock.now(),
             actor_id=actor.id,
@@ -50,10 +67,6 @@ class AuditLog:
             request_id=actor.request_id,
             details=json.dumps(details or {}, sort_keys=True),
         )
-        stamp(entry, keyring_of(session.sync_session))
-        stage(session, entry)
-        self._notify_after_commit(session)
-        return entry
 
     def _notify_after_commit(self, session: AsyncSession) -> None:
         if self.on_commit is not None:
