@@ -623,23 +623,18 @@ def main() -> None:
         work = Path(tmp) if args.keep is None else args.keep
         work.mkdir(parents=True, exist_ok=True)
         kept = args.keep is not None
-        if args.backend in ("sqlite", "both"):
-            state = work / "sqlite.json" if kept else None
-            url = f"sqlite:///{work}/growth.db"
+
+        def measure(backend: str, url: str, state: Path | None) -> None:
             results.append(
                 asyncio.run(
                     run(
-                        "sqlite",
-                        url,
-                        args.payments,
-                        work,
-                        log,
-                        state,
-                        phases,
-                        args.rotation_seconds,
+                        backend, url, args.payments, work, log, state, phases, args.rotation_seconds
                     )
                 )
             )
+
+        if args.backend in ("sqlite", "both"):
+            measure("sqlite", f"sqlite:///{work}/growth.db", work / "sqlite.json" if kept else None)
         base = os.environ.get("PAYSVC_TEST_DATABASE_URL")
         if args.backend in ("postgresql", "both") and base:
             state = work / "postgresql.json" if kept else None
@@ -651,20 +646,7 @@ def main() -> None:
                 if kept:
                     url_file.write_text(url)
             try:
-                results.append(
-                    asyncio.run(
-                        run(
-                            "postgresql",
-                            url,
-                            args.payments,
-                            work,
-                            log,
-                            state,
-                            phases,
-                            args.rotation_seconds,
-                        )
-                    )
-                )
+                measure("postgresql", url, state)
             finally:
                 if not kept:
                     pg_scratch.drop(url)

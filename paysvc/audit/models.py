@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, object_session
 
 from paysvc.audit.integrity import fields_of, pending_mac
 from paysvc.db.base import Base, UTCDateTime
+from paysvc.db.encrypted import keyring_of
 from paysvc.keys.keyring import Keyring
 
 
@@ -43,10 +44,9 @@ def _stamp_pending_mac(_mapper: Any, _connection: Any, entry: AuditEntry) -> Non
     if entry.seq is not None:
         return
     session = object_session(entry)
-    keyring = session.info.get("keyring") if session is not None else None
-    if not isinstance(keyring, Keyring):
-        raise RuntimeError("session has no keyring: build sessions through paysvc.db.Database")
-    stamp(entry, keyring)
+    if session is None:
+        raise RuntimeError("an audit entry is inserted through a session of paysvc.db.Database")
+    stamp(entry, keyring_of(session))
 
 
 def stamp(entry: AuditEntry, keyring: Keyring) -> None:

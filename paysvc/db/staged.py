@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, Table, event, insert
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from paysvc.db.encrypted import EncryptedModel, seal_all
+from paysvc.db.inline import InlineConnection
 
 _STAGED = "paysvc_staged_rows"
 
@@ -92,11 +93,12 @@ def write_staged(session: Session) -> None:
     for n, (shape, values) in enumerate(staged):
         batch.append(values)
         if n + 1 == len(staged) or staged[n + 1][0] is not shape:
-            _insert(connection.dialect, connection, shape, batch)
+            _insert(connection, shape, batch)
             batch = []
 
 
-def _insert(dialect: Dialect, connection: Any, shape: _Shape, rows: list[list[Any]]) -> None:
+def _insert(connection: Connection, shape: _Shape, rows: list[list[Any]]) -> None:
+    dialect = connection.dialect
     if dialect.name != "sqlite":
         connection.execute(
             insert(shape.table), [dict(zip(shape.keys, r, strict=True)) for r in rows]
@@ -110,9 +112,10 @@ def _insert(dialect: Dialect, connection: Any, shape: _Shape, rows: list[list[An
         ]
         for r in rows
     ]
-    handle = connection.connection.driver_connection._conn  # paysvc.db.inline.InlineConnection
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, InlineConnection)
     try:
-        handle.executemany(sql, parameters)
+        driver._conn.executemany(sql, parameters)  # inline, inside the open transaction
     except sqlite3.Error as error:  # as SQLAlchemy raises it (IntegrityError, OperationalError…)
         # without the values: an error's text may reach a log
         raise DBAPIError.instance(
